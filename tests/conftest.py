@@ -1,0 +1,19 @@
+"""Shared pytest set-up: `slow` tests run only with MINILLM_SLOW=1 (or `tools/test.sh --slow`)."""
+import os
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running; run with MINILLM_SLOW=1")
+
+def run_slow() -> bool:
+    return os.environ.get("MINILLM_SLOW", "") not in ("", "0")
+
+def pytest_collection_modifyitems(config, items):
+    if run_slow(): return
+    skip = pytest.mark.skip(reason="slow: set MINILLM_SLOW=1 or pass --slow to tools/test.sh")
+    for item in items:
+        if "slow" in item.keywords: item.add_marker(skip)
