@@ -267,7 +267,7 @@ class MiniLLMModel(nn.Module):
             if aux is not None: aux_total = aux if aux_total is None else aux_total + aux
         return self.norm(x), aux_total
 
-# %% ../nbs/02b_model.ipynb #575b168c
+# %% ../nbs/02b_model.ipynb #9f88f5d2
 class MiniLLMForCausalLM(nn.Module):
     "The MiniLLM language model: `MiniLLMModel` + an output head tied to the embedding."
     config_class = MiniLLMConfig
@@ -301,9 +301,9 @@ class MiniLLMForCausalLM(nn.Module):
         h, aux = self.model(input_ids, attention_mask, cache)
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
         loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
-                                   ignore_index=-100)
+        if labels is not None:   # shift the labels, not the logits: no copy of the [B, T, V] logits
+            shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), shifted.reshape(-1), ignore_index=-100)
         return CausalLMOutput(logits=logits, loss=loss, aux_loss=aux, past_key_values=cache)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -383,7 +383,7 @@ def process_logits(logits, temperature: float = 0.0, top_k: int = 0, top_p: floa
         logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
     return logits
 
-# %% ../nbs/02b_model.ipynb #5ee7fb49
+# %% ../nbs/02b_model.ipynb #6b958f71
 @torch.no_grad()
 def stream_generate(model, input_ids, attention_mask=None, max_new_tokens: int = 128, temperature: float = 0.0,
                     top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0, eos_token_id=None,
@@ -418,7 +418,7 @@ def stream_generate(model, input_ids, attention_mask=None, max_new_tokens: int =
             yield nxt
             if len(stop_t): done |= torch.isin(nxt, stop_t)
             if bool(done.all()) or step == max_new - 1: return
-            if am is not None: am = torch.cat([am, (~done).long()[:, None] | 1], dim=1)
+            if am is not None: am = torch.cat([am, am.new_ones(B, 1)], dim=1)
             logits = model(nxt[:, None], attention_mask=am, past_key_values=cache).logits[:, -1]
     finally:
         model.train(was_training)
