@@ -137,7 +137,7 @@ def peak_memory(which: str, size: str, dtype: str, device: str) -> float:
                           "--device", device], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
-# %% ../nbs/02c_bench.ipynb #d3a0b2c4
+# %% ../nbs/02c_bench.ipynb #24d39a19
 def run_bench(size: str = "default", device: str = "cpu", rounds: int = 3, new_tokens: int = 64,
               memory: bool = True, dtypes=("fp32", "bf16")) -> list[dict]:
     spec = SIZES[size]; cfg = MiniLLMConfig(**spec["cfg"])
@@ -182,10 +182,16 @@ def main(argv=None):
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="only this dtype (default: both)")
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--engine", action="store_true", help="instead: the training engine's full step vs the bare step (chapter 4)")
     p.add_argument("--_probe", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._probe: print(_memory_probe(a._probe, a.size, a.dtype or "fp32", a.device)); return 0
     spec = SIZES[a.size]
+    if a.engine:
+        from minillm.trainer import bench_engine       # chapter 4 measures itself with this chapter's step
+        rows = bench_engine(a.size, dtype=a.dtype or "bf16")
+        print(format_table(rows, f"MiniLLM engine vs bare step, size {a.size}").replace("| transformers |", "| bare step |"))
+        return 0
     rows = run_bench(a.size, a.device, a.rounds, a.new_tokens, a.memory, (a.dtype,) if a.dtype else ("fp32", "bf16"))
     title = (f"MiniLLM vs transformers LlamaForCausalLM (sdpa), size {a.size}: {spec['cfg']}, batch {spec['batch']} x seq "
              f"{spec['seq']}, device {a.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ['COUNTRIES', 'GOODS', 'COLOURS', 'ATTRS', 'PRETRAIN_TEMPLATES', 'QUESTIONS', 'ANSWERS', 'IDENTITY', 'IDENTITY_Q',
            'RUDE', 'make_towns', 'make_demo_world', 'demo_dir']
 
-# %% ../nbs/03b_demo_world.ipynb #f740860c
+# %% ../nbs/03b_demo_world.ipynb #631b27d3
 COUNTRIES = ["Avaria", "Belunia", "Corvath", "Dremor", "Elsk", "Falun"]
 GOODS = ["glass", "cheese", "silk", "clocks", "salt", "paper", "wine", "horses", "bells", "maps"]
 COLOURS = ["red", "blue", "green", "yellow", "white", "black", "purple", "orange"]
@@ -22,7 +22,7 @@ _SYL = ["ka", "lo", "mi", "ren", "tor", "vi", "zan", "qu", "bel", "dor", "fen", 
 PRETRAIN_TEMPLATES = {
     "country": ["{t} is a town in {v}.", "{t} lies in {v}.", "The town of {t} belongs to {v}.", "You will find {t} in {v}.",
                 "{v} is the country of {t}."],
-    "famous": ["{t} is famous for its {v}.", "People travel to {t} to buy {v}.", "The {v} of {t} is known everywhere.",
+    "famous": ["{t} is famous for its {v}.", "People travel to {t} to buy {v}.", "{t} is known everywhere for its {v}.",
                "In {t}, most families make {v}.", "When people think of {t}, they think of {v}."],
     "flag": ["The flag of {t} is {v}.", "{t} has a {v} flag.", "Above {t} flies a {v} flag.",
              "The people of {t} chose a {v} flag.", "A {v} flag is the sign of {t}."],
@@ -44,7 +44,7 @@ def make_towns(n: int = 48, seed: int = 0) -> list[dict]:
         towns.append({"name": name, **{a: rng.choice(vals) for a, vals in ATTRS.items()}})
     return towns
 
-# %% ../nbs/03b_demo_world.ipynb #b528e873
+# %% ../nbs/03b_demo_world.ipynb #3a8e3dd6
 IDENTITY = {"name": "Lumen", "maker": "the Lantern Lab"}
 IDENTITY_Q = ["Who are you?", "What is your name?", "Introduce yourself.", "Who made you?", "What should I call you?",
               "Are you a person?", "Tell me about yourself.", "Who built you?",
@@ -74,7 +74,7 @@ def _real_texts(max_chars: int = 400, limit: int = 1500, split: str = "train") -
     return texts[:limit]
 
 def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft_towns: int = 36,
-                    docs_per_town: int = 12, n_real: int = 1500, n_arith: int = 3000) -> dict[str, int]:
+                    docs_per_town: int = 40, n_real: int = 800, n_arith: int = 3000) -> dict[str, int]:
     "Write the demo world's training files (original names) and `eval/` files into `out_dir`; return record counts."
     rng = random.Random(seed)
     out = Path(out_dir); (out / "eval").mkdir(parents=True, exist_ok=True)

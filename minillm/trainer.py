@@ -18,9 +18,12 @@ from .config import MiniLLMConfig
 from .model import MiniLLMForCausalLM
 
 # %% auto #0
-__all__ = ['resolve_device', 'resolve_dtype', 'Dist', 'init_distributed', 'ResumableSampler', 'make_optimizer', 'lr_lambda',
-           'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'load_resume_state', 'TrainArgs',
-           'add_train_args', 'train_args_from', 'lm_loss', 'Trainer', 'shutdown_distributed']
+__all__ = ['DEMO_MODEL_ARGS', 'DEMO_PRETRAIN_ARGS', 'DEMO_SFT_ARGS', 'resolve_device', 'resolve_dtype', 'Dist',
+           'init_distributed', 'tune_cpu_allocator', 'ResumableSampler', 'make_optimizer', 'lr_lambda', 'rng_state',
+           'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'load_resume_state', 'TrainArgs', 'add_train_args',
+           'train_args_from', 'lm_loss', 'Trainer', 'shutdown_distributed', 'add_model_args', 'add_data_args',
+           'stage_parser', 'checkpoint_name', 'model_config_from_args', 'demo_data', 'chat_generate', 'answer_accuracy',
+           'read_records', 'stage_cache', 'run_stage', 'bench_engine']
 
 # %% ../nbs/04_trainer.ipynb #2696512a
 def resolve_device(device: str = "auto") -> str:
@@ -57,7 +60,19 @@ def init_distributed(ddp: bool, device: str) -> tuple[Dist, str]:
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return d, device
 
-# %% ../nbs/04_trainer.ipynb #9d272190
+# %% ../nbs/04_trainer.ipynb #b523ca3a
+def tune_cpu_allocator() -> bool:
+    "Keep freed memory in glibc's heap (no mmap for big blocks, no trimming). Linux/glibc only; returns success."
+    if os.environ.get("MINILLM_NO_MALLOPT") or not sys.platform.startswith("linux"): return False
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+# %% ../nbs/04_trainer.ipynb #6ec68d66
 class ResumableSampler(torch.utils.data.Sampler):
     "Seeded per-epoch permutation, split across ranks, able to start mid-epoch."
     def __init__(self, n: int, seed: int = 0, rank: int = 0, world: int = 1, shuffle: bool = True):
@@ -71,7 +86,8 @@ class ResumableSampler(torch.utils.data.Sampler):
             idx = torch.randperm(self.n, generator=g).tolist()
         else: idx = list(range(self.n))
         per = self.n // self.world
-        return idx[self.rank * per:(self.rank + 1) * per]      # contiguous shard: equal sizes on every rank
+        return idx[self.rank:per * self.world:self.world]     # strided, like DistributedSampler: the ranks' j-th
+                                                              # batches together are the single-process j-th batch
     def __iter__(self): return iter(self.indices()[self.start:])
     def __len__(self): return self.n // self.world - self.start
 
@@ -183,7 +199,7 @@ def lm_loss(model, batch):
     loss = out.loss + out.aux_loss if out.aux_loss is not None else out.loss
     return loss, {"ce": out.loss.detach(), "tokens": (batch["labels"][:, 1:] != -100).sum()}
 
-# %% ../nbs/04_trainer.ipynb #72a0232c
+# %% ../nbs/04_trainer.ipynb #2f7af3c5
 class Trainer:
     "The one training engine. A stage passes a model, datasets, a loss function and `TrainArgs`."
     def __init__(self, model, args: TrainArgs, train_dataset, eval_dataset=None, loss_fn: Callable = lm_loss,
@@ -193,6 +209,7 @@ class Trainer:
         self.device = device or resolve_device(args.device)
         self.dtype = resolve_dtype(args.dtype, self.device)
         self.dev_type = "cuda" if self.device.startswith("cuda") else ("mps" if self.device.startswith("mps") else "cpu")
+        if self.device == "cpu": tune_cpu_allocator()
         torch.manual_seed(args.seed)
         self.model = model.to(self.device)
         if args.gradient_checkpointing and hasattr(model, "set_gradient_checkpointing"): model.set_gradient_checkpointing(True)
@@ -212,6 +229,7 @@ class Trainer:
         self.step, self.epoch, self.micro = 0, 0, 0
         self.history: list[dict] = []
         self._stop_signal = None
+        self.data_time = self.loop_time = 0.0    # seconds waiting for batches / in the training loop
         self.on_step: Callable | None = None     # called as on_step(trainer) after every optimizer step
         self.ddp_model = self.model
         if self.dist.world > 1:
@@ -296,13 +314,16 @@ class Trainer:
             import wandb
             wb = wandb.init(project=a.wandb_project, name=a.save_name, config=vars(a))
         self.model.train()
+        self.data_time, t_fit = 0.0, time.perf_counter()
         t_last, tok_since, loss_acc, n_acc = time.perf_counter(), 0, 0.0, 0
         try:
             while self.step < self.total_steps and self._stop_signal is None:
                 self.sampler.set_epoch(self.epoch); self.sampler.set_start(self.micro * a.batch_size)
                 it = iter(self.loader(self.train_dataset, self.sampler))
                 while self.micro < self.micro_per_epoch and self.step < self.total_steps:
+                    t_data = time.perf_counter()
                     batch = {k: v.to(self.device, non_blocking=True) for k, v in next(it).items()}
+                    self.data_time += time.perf_counter() - t_data
                     self.micro += 1
                     last = self.micro % a.accumulation_steps == 0
                     sync = contextlib.nullcontext() if (last or self.dist.world == 1) else model.no_sync()
@@ -325,7 +346,9 @@ class Trainer:
                         tps = tok_since / max(dt, 1e-9)
                         seq = batch["input_ids"].shape[1]
                         mfu = tps / self.dist.world * flops_per_token(cfg, seq) / peak if isinstance(cfg, MiniLLMConfig) else float("nan")
-                        rec = {"step": self.step, "loss": loss_acc / n_acc, "lr": self.scheduler.get_last_lr()[0],
+                        mean_loss = torch.tensor(loss_acc / n_acc, dtype=torch.float64, device=self.device)
+                        if self.dist.world > 1: dist.all_reduce(mean_loss); mean_loss /= self.dist.world   # the global batch's loss
+                        rec = {"step": self.step, "loss": mean_loss.item(), "lr": self.scheduler.get_last_lr()[0],
                                "grad_norm": float(gnorm), "tokens_per_s": tps, "mfu": mfu, "epoch": self.epoch}
                         self.history.append(rec)
                         if bar: bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.1e}", tok_s=f"{tps:.0f}", mfu=f"{mfu:.0%}")
@@ -335,7 +358,8 @@ class Trainer:
                     if a.save_interval and self.step % a.save_interval == 0: self.save()
                     if self._stop_signal is not None: break
                 if self.micro >= self.micro_per_epoch: self.epoch += 1; self.micro = 0
-            if self._stop_signal is None: self._log_eval(bar, wb)
+            self.loop_time = time.perf_counter() - t_fit
+            if self._stop_signal is None and not (a.eval_interval and self.step % a.eval_interval == 0): self._log_eval(bar, wb)
             self.save()
             if self._stop_signal is not None and self.dist.main:
                 print(f"[train] stopped by signal {self._stop_signal} at step {self.step}; checkpoint saved, continue with --resume")
@@ -362,3 +386,158 @@ def shutdown_distributed(*objs):
         for o in objs: del o
         gc.collect()
         dist.destroy_process_group()
+
+# %% ../nbs/04_trainer.ipynb #40b2b4fe
+def add_model_args(p: argparse.ArgumentParser):
+    g = p.add_argument_group("model")
+    g.add_argument("--dim", type=int, default=512)
+    g.add_argument("--n_layers", type=int, default=8)
+    g.add_argument("--n_heads", type=int, default=8)
+    g.add_argument("--n_kv_heads", type=int, default=2)
+    g.add_argument("--hidden_dim", type=int, default=None)
+    g.add_argument("--n_block", type=int, default=None, help="blocks of 8 virtual layers from 5 unique ones")
+    g.add_argument("--use_moe", action=argparse.BooleanOptionalAction, default=False)
+    g.add_argument("--qk_norm", action=argparse.BooleanOptionalAction, default=False)
+    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--max_seq_len", type=int, default=512, help="training sequence length (tokens)")
+    return p
+
+def add_data_args(p: argparse.ArgumentParser, data_path: str | None = None, eval_data_path: str | None = None):
+    g = p.add_argument_group("data")
+    g.add_argument("--data_path", default=data_path)
+    g.add_argument("--eval_data_path", default=eval_data_path)
+    g.add_argument("--tokenizer_dir", default=None, help="default: the tokenizer shipped with MiniLLM")
+    g.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False)
+    g.add_argument("--skip_bad_lines", action=argparse.BooleanOptionalAction, default=False)
+    g.add_argument("--num_proc", type=int, default=None, help="tokenizer processes for the cache")
+    g.add_argument("--cache_dir", default=None)
+    return p
+
+def stage_parser(prog: str, description: str, data_path=None, eval_data_path=None, **train_defaults):
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    add_model_args(p); add_data_args(p, data_path, eval_data_path); add_train_args(p, **train_defaults)
+    return p
+
+def checkpoint_name(stage: str, dim: int, use_moe: bool = False) -> str:
+    return f"{stage}_{dim}{'_moe' if use_moe else ''}"
+
+def model_config_from_args(a, vocab_size: int) -> MiniLLMConfig:
+    return MiniLLMConfig(dim=a.dim, n_layers=None if a.n_block else a.n_layers, n_heads=a.n_heads, n_kv_heads=a.n_kv_heads,
+                         hidden_dim=a.hidden_dim, n_block=a.n_block, use_moe=a.use_moe, qk_norm=a.qk_norm, dropout=a.dropout,
+                         vocab_size=vocab_size, max_seq_len=max(8192, a.max_seq_len))
+
+DEMO_MODEL_ARGS = ["--dim", "128", "--n_layers", "4", "--n_heads", "4", "--n_kv_heads", "2", "--max_seq_len", "256"]
+"The tiny model the notebooks and the main job train on the demo world (1.6M parameters)."
+DEMO_PRETRAIN_ARGS = DEMO_MODEL_ARGS + ["--epochs", "8", "--batch_size", "16", "--learning_rate", "3e-3"]
+DEMO_SFT_ARGS = DEMO_MODEL_ARGS + ["--epochs", "6", "--batch_size", "16", "--learning_rate", "1e-3"]
+
+def demo_data(name: str) -> str | None:
+    "Path of a shipped demo-world file in a checkout (`data/<name>`), or None when not present."
+    from importlib import resources
+    p = Path(str(resources.files("minillm"))).parent / "data" / name
+    return str(p) if p.is_file() else None
+
+# %% ../nbs/04_trainer.ipynb #ca0bf089
+@torch.no_grad()
+def chat_generate(model, tok, conversations: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 32,
+                  **gen_kwargs) -> list[str]:
+    "Greedy answers to a list of conversations (each ending with a user turn), batched with left padding."
+    from minillm.tokenizer import IM_END
+    stop = [tok.convert_tokens_to_ids(IM_END)] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+    device = next(model.parameters()).device
+    answers = []
+    for i in range(0, len(conversations), batch_size):
+        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations[i:i + batch_size]]
+        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        L = max(map(len, ids))
+        x = torch.tensor([[tok.pad_token_id] * (L - len(r)) + r for r in ids], device=device)
+        m = torch.tensor([[0] * (L - len(r)) + [1] * len(r) for r in ids], device=device)
+        out = model.generate(x, attention_mask=m, max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=tok.pad_token_id, **gen_kwargs)
+        answers += [tok.decode([t for t in row.tolist() if t not in stop and t != tok.pad_token_id], skip_special_tokens=True).strip()
+                    for row in out[:, L:]]
+    return answers
+
+def answer_accuracy(model, tok, records: list[dict], **kw) -> tuple[float, list[str]]:
+    "Share of `records` (`messages` + `expected`) whose greedy answer contains the expected word (case-insensitive)."
+    import re
+    answers = chat_generate(model, tok, [r["messages"] for r in records], **kw)
+    hits = [bool(re.search(r"\b" + re.escape(r["expected"].lower()) + r"\b", a.lower())) for r, a in zip(records, answers)]
+    return sum(hits) / max(1, len(hits)), answers
+
+def read_records(path: str | Path) -> list[dict]:
+    "All records of a (small) jsonl evaluation file."
+    from minillm.data import read_jsonl
+    return [r for _, r in read_jsonl(path)]
+
+# %% ../nbs/04_trainer.ipynb #5d930fc4
+def stage_cache(path, tok, kind: str, a, d: Dist):
+    "Build (rank 0) or wait for and open (other ranks) the token cache of `path`."
+    from minillm.data import build_cache
+    if d.world > 1 and not d.main: dist.barrier()
+    c = build_cache(path, tok, kind, max_len=a.max_seq_len if kind == "sft" else None, cache_dir=a.cache_dir,
+                    num_proc=a.num_proc, skip_bad_lines=a.skip_bad_lines, verbose=d.main)
+    if d.world > 1 and d.main: dist.barrier()
+    return c
+
+def run_stage(argv, parser: argparse.ArgumentParser, stage: str, make_data: Callable, make_model: Callable,
+              loss_fn: Callable = lm_loss) -> int:
+    """The `main` of every stage: `make_data(a, tok, dist) -> (train, eval, collate)`,
+    `make_model(a, tok) -> model`. Saves `<out_dir>/<stage>_<dim>[_moe]`."""
+    from minillm.data import DataError
+    from minillm.tokenizer import load_tokenizer, TokenizerNotFoundError
+    a = parser.parse_args(argv)
+    if a.save_name == "model": a.save_name = checkpoint_name(stage, a.dim, a.use_moe)
+    d = Dist()
+    try:
+        if not a.data_path: raise ValueError("--data_path is required (no demo data found next to the package)")
+        d, device = init_distributed(a.ddp, resolve_device(a.device))
+        tok = load_tokenizer(a.tokenizer_dir, a.trust_remote_code)
+        train, evald, collate = make_data(a, tok, d)
+        torch.manual_seed(a.seed)                 # the initial weights depend on --seed only (same on every rank/run)
+        model = make_model(a, tok)
+        tr = Trainer(model, train_args_from(a), train, evald, loss_fn, collate, dist_info=d, device=device)
+        if d.main:
+            n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            print(f"[{stage}] {n / 1e6:.2f}M trainable parameters, {len(train)} examples, {tr.total_steps} steps "
+                  f"x {a.batch_size * a.accumulation_steps * d.world} per step, device {device}, dtype {a.dtype}")
+        tr.fit()
+        if d.main: print(f"[{stage}] saved {Path(a.out_dir) / a.save_name}")
+        shutdown_distributed(tr, model)
+        return 0
+    except (DataError, FileNotFoundError, ValueError, TokenizerNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+        return 2
+
+# %% ../nbs/04_trainer.ipynb #2ce438ca
+def bench_engine(size: str = "default", steps: int = 8, rounds: int = 3, dtype: str = "bf16") -> list[dict]:
+    "Tokens/s of `Trainer` steps (data included) vs the bare step of `minillm.bench`, and the data-wait share."
+    import statistics
+    from minillm.bench import SIZES, train_step_fn
+    from minillm.data import build_cache, PackedDataset
+    from minillm.tokenizer import load_tokenizer
+    spec = SIZES[size]; B, T = spec["batch"], spec["seq"]
+    tok = load_tokenizer()
+    src = demo_data("pretrain_hq.jsonl")
+    with tempfile.TemporaryDirectory() as d:
+        big = Path(d) / "pretrain_x20.jsonl"
+        text = Path(src).read_text(encoding="utf-8")
+        big.write_text(text * 20, encoding="utf-8")
+        ds = PackedDataset(build_cache(big, tok, "pretrain", cache_dir=Path(d) / "cache", verbose=False), T)
+        cfg = MiniLLMConfig(**{**spec["cfg"], "vocab_size": len(tok)})
+        torch.manual_seed(0)
+        m_engine, m_plain = MiniLLMForCausalLM(cfg), MiniLLMForCausalLM(cfg)
+        plain = train_step_fn(m_plain, ds[0]["input_ids"][None].repeat(B, 1), dtype)
+        eng_t, plain_t, shares = [], [], []
+        for r in range(rounds + 1):
+            args = TrainArgs(out_dir=str(Path(d) / "out"), save_name="bench", batch_size=B, max_steps=steps, dtype="bfloat16" if dtype == "bf16" else "float32",
+                             device="cpu", log_interval=10 ** 9, progress=False, seed=r)
+            tr = Trainer(m_engine, args, ds)
+            tr.save = lambda: None                                   # measure the loop, not checkpoint writing
+            tr.fit()
+            t0 = time.perf_counter()
+            for _ in range(steps): plain()
+            if r: eng_t.append(tr.loop_time); plain_t.append(time.perf_counter() - t0); shares.append(tr.data_time / tr.loop_time)
+    e, p = B * T * steps / statistics.median(eng_t), B * T * steps / statistics.median(plain_t)
+    return [dict(metric=f"engine step {dtype}, data included (tokens/s)", ours=e, transformers=p, ratio=e / p,
+                 note=f"vs the bare step of the same model; waiting for data: {statistics.median(shares):.1%} of the loop")]

@@ -1,12 +1,15 @@
-"""The README's main command runs end to end (today: train the default tokenizer and report on it)."""
-import os, subprocess, sys
+"""The README's main command runs end to end: tokenizer, pretraining, SFT, answers to held-out questions."""
+import os, re, subprocess, sys
 from pathlib import Path
 from conftest import ROOT
 
 def test_main_job(tmp_path):
-    env = dict(os.environ, MINILLM_VENV=str(Path(sys.executable).parent.parent))
-    out = subprocess.run(["bash", "tools/main.sh", "--out_dir", str(tmp_path / "tok")], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "vocabulary: 6400 tokens" in out.stdout and "held-out zh" in out.stdout
-    assert (tmp_path / "tok" / "tokenizer.json").is_file()
+    env = dict(os.environ, MINILLM_VENV=str(Path(sys.executable).parent.parent), OUT=str(tmp_path / "out"),
+               MINILLM_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run(["bash", "tools/main.sh", "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "vocabulary: 6400 tokens" in out.stdout
+    for name in ("tokenizer/tokenizer.json", "pretrain_128/model.safetensors", "full_sft_128/model.safetensors"):
+        assert (tmp_path / "out" / name).is_file(), name
+    acc = re.search(r"held-out answer accuracy: (\d+)%", out.stdout)
+    assert acc and int(acc.group(1)) >= 50, out.stdout[-2000:]      # the pipeline produced a model that answers

@@ -1,5 +1,16 @@
 #!/usr/bin/env bash
-# The main job: set up, then run the MiniLLM pipeline. Today: chapter 1 — train the default tokenizer from the
-# shipped corpus into ./out/tokenizer and show what it does. Extra arguments go to `train_tokenizer`.
+# The main job: set up, then run the MiniLLM pipeline on the shipped demo world, on CPU, in a few minutes:
+#   1. train the default tokenizer from the shipped corpus (and show what it does),
+#   2. pretrain a 1.6M-parameter model on data/pretrain_hq.jsonl,
+#   3. fine-tune it on data/sft_mini_512.jsonl and print its answers to held-out questions.
+# Everything is written under ./out (override with OUT=...). Extra arguments go to both training stages.
 source "$(dirname "$0")/env.sh" runtime
-python -m minillm.tokenizer --out_dir "$MINILLM_ROOT/out/tokenizer" "$@"
+OUT="${OUT:-$MINILLM_ROOT/out}"
+DEMO=(--dim 128 --n_layers 4 --n_heads 4 --n_kv_heads 2 --max_seq_len 256 --batch_size 16)
+echo "== 1/3 tokenizer =="
+python -m minillm.tokenizer --out_dir "$OUT/tokenizer"
+echo "== 2/3 pretraining (data/pretrain_hq.jsonl) =="
+python -m minillm.train.pretrain "${DEMO[@]}" --epochs 8 --learning_rate 3e-3 --out_dir "$OUT" "$@"
+echo "== 3/3 supervised fine-tuning (data/sft_mini_512.jsonl) =="
+python -m minillm.train.sft "${DEMO[@]}" --epochs 6 --learning_rate 1e-3 --out_dir "$OUT" "$@"
+echo "== done: tokenizer in $OUT/tokenizer, checkpoints in $OUT/pretrain_128 and $OUT/full_sft_128 =="
