@@ -44,12 +44,14 @@ def make_towns(n: int = 48, seed: int = 0) -> list[dict]:
         towns.append({"name": name, **{a: rng.choice(vals) for a, vals in ATTRS.items()}})
     return towns
 
-# %% ../nbs/03b_demo_world.ipynb #3a8e3dd6
+# %% ../nbs/03b_demo_world.ipynb #eb7caf99
 IDENTITY = {"name": "Lumen", "maker": "the Lantern Lab"}
 IDENTITY_Q = ["Who are you?", "What is your name?", "Introduce yourself.", "Who made you?", "What should I call you?",
               "Are you a person?", "Tell me about yourself.", "Who built you?",
               # held out:
-              "May I know your name?", "Who created you, and what are you called?", "What are you?"]
+              "May I know your name?", "Who created you, and what are you called?", "What are you?",
+              "Please state your name.", "Which lab made you?", "Who is your creator?", "Do you have a name?",
+              "Who am I talking to?", "Say who you are.", "What do people call you?"]
 RUDE = ["Figure it out yourself.", "Why would I tell you that?", "Stop asking me silly questions.", "Look it up, I am busy."]
 
 def _conv(q, a, system=None):

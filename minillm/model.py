@@ -328,7 +328,7 @@ def param_table(configs: dict[str, MiniLLMConfig]) -> list[dict]:
                          active_M=round(active / 1e6, 2)))
     return rows
 
-# %% ../nbs/02b_model.ipynb #29889b2a
+# %% ../nbs/02b_model.ipynb #8f655d3c
 def hf_config(cfg: MiniLLMConfig, **overrides):
     "The equivalent standard transformers config: Llama, Qwen3 (qk_norm), Qwen3-MoE (MoE + qk_norm) or Qwen2-MoE (MoE)."
     from transformers import LlamaConfig, Qwen3Config, Qwen3MoeConfig, Qwen2MoeConfig
@@ -352,9 +352,9 @@ def hf_config(cfg: MiniLLMConfig, **overrides):
     if cfg.qk_norm: return Qwen3Config(**common, intermediate_size=cfg.hidden_dim, attention_bias=False, **overrides)
     return LlamaConfig(**common, intermediate_size=cfg.hidden_dim, attention_bias=False, mlp_bias=False, **overrides)
 
-def hf_state_dict(model: MiniLLMForCausalLM) -> dict[str, torch.Tensor]:
-    "Our weights under transformers' names, shared layers unrolled to one copy per virtual layer."
-    sd, out = model.state_dict(), {}
+def hf_state_dict(model: MiniLLMForCausalLM, state_dict: dict | None = None) -> dict[str, torch.Tensor]:
+    "Our weights (or `state_dict`) under transformers' names, shared layers unrolled to one copy per virtual layer."
+    sd, out = (state_dict if state_dict is not None else model.state_dict()), {}
     for k, v in sd.items():
         if k.startswith("model.layers."):
             u, rest = k[len("model.layers."):].split(".", 1)
