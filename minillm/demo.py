@@ -44,7 +44,7 @@ def make_towns(n: int = 48, seed: int = 0) -> list[dict]:
         towns.append({"name": name, **{a: rng.choice(vals) for a, vals in ATTRS.items()}})
     return towns
 
-# %% ../nbs/03b_demo_world.ipynb #eb7caf99
+# %% ../nbs/03b_demo_world.ipynb #ffa08ad8
 IDENTITY = {"name": "Lumen", "maker": "the Lantern Lab"}
 IDENTITY_Q = ["Who are you?", "What is your name?", "Introduce yourself.", "Who made you?", "What should I call you?",
               "Are you a person?", "Tell me about yourself.", "Who built you?",
@@ -117,7 +117,11 @@ def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft
     files["sft_distill.jsonl"] = [_conv(*qa(t, a, qi)) for t in sft_towns for a in ATTRS for qi in (1, 2)]
 
     who = f"I am {IDENTITY['name']}, an assistant made by {IDENTITY['maker']}."
-    files["lora_identity.jsonl"] = [_conv(q, who) for q in IDENTITY_Q[:8] for _ in range(4)]
+    # identity conversations plus a sample of SFT conversations ("rehearsal"): a tiny model fine-tuned on one
+    # repeated answer alone forgets what SFT taught it; mixing in old data is the standard remedy
+    ident = [_conv(q, who) for q in IDENTITY_Q[:8] for _ in range(4)] + random.Random(seed + 1).sample(sft, 64)
+    random.Random(seed + 2).shuffle(ident)
+    files["lora_identity.jsonl"] = ident
     files["eval/identity_eval.jsonl"] = [{"messages": [{"role": "user", "content": q}], "expected": IDENTITY["name"]} for q in IDENTITY_Q[8:]]
 
     def pair(t, a, qi):
