@@ -16,10 +16,10 @@ from .tokenizer import EOT, IM_END, IM_START
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'DataError', 'DataStats', 'read_jsonl', 'record_text', 'record_messages', 'record_pair',
-           'end_of_text_id', 'ChatMasker', 'encode_chat', 'default_cache_dir', 'TokenCache', 'build_cache',
-           'PackedDataset', 'ChatDataset', 'pad_collate']
+           'pair_problem', 'end_of_text_id', 'ChatMasker', 'encode_chat', 'default_cache_dir', 'TokenCache',
+           'build_cache', 'PackedDataset', 'ChatDataset', 'PairDataset', 'pair_collate', 'pad_collate']
 
-# %% ../nbs/03_data.ipynb #a67e7dbe
+# %% ../nbs/03_data.ipynb #bf98690c
 IGNORE_INDEX = -100  # label of a position that is not trained
 
 class DataError(ValueError):
@@ -33,6 +33,7 @@ class DataStats:
     no_assistant: int = 0
     truncated: int = 0
     empty: int = 0
+    bad_pairs: int = 0
     examples: int = 0
     tokens: int = 0
     trained_tokens: int = 0
@@ -44,7 +45,8 @@ class DataStats:
     def summary(self) -> str:
         parts = [f"{self.examples} examples from {self.records} records", f"{self.tokens} tokens ({self.trained_tokens} trained)"]
         for k, what in [("bad_lines", "malformed lines skipped"), ("no_assistant", "conversations without an assistant turn skipped"),
-                        ("empty", "empty records skipped"), ("truncated", "examples truncated to max_len")]:
+                        ("empty", "empty records skipped"), ("truncated", "examples truncated to max_len"),
+                        ("bad_pairs", "preference pairs with different prompts or an empty response skipped")]:
             if getattr(self, k): parts.append(f"{getattr(self, k)} {what}")
         return "; ".join(parts)
 
@@ -68,7 +70,7 @@ def read_jsonl(path: str | Path, skip_bad_lines: bool = False, stats: DataStats 
             yield i, rec
     if n == 0: raise DataError(f"{path}: no records (the file is empty{' or every line was malformed' if stats.bad_lines else ''})")
 
-# %% ../nbs/03_data.ipynb #7000ecb3
+# %% ../nbs/03_data.ipynb #4a06f18a
 _ROLES = {"system", "user", "assistant"}
 
 def _check_messages(msgs, where: str) -> list[dict]:
@@ -99,6 +101,13 @@ def record_pair(rec: dict, where: str = "record") -> tuple[list[dict], list[dict
     "The (chosen, rejected) message lists of a preference record."
     if "chosen" not in rec or "rejected" not in rec: raise DataError(f"{where}: expected 'chosen' and 'rejected', got keys {sorted(rec)}")
     return _check_messages(rec["chosen"], where), _check_messages(rec["rejected"], where)
+
+def pair_problem(chosen: list[dict], rejected: list[dict]) -> str | None:
+    "Why a preference pair cannot be trained (different prompts, no final assistant answer, empty answer), or None."
+    if chosen[:-1] != rejected[:-1]: return "chosen and rejected have different prompts"
+    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant": return "the last message must be the assistant's answer"
+    if not chosen[-1]["content"].strip() or not rejected[-1]["content"].strip(): return "an empty response"
+    return None
 
 # %% ../nbs/03_data.ipynb #afd425cd
 def end_of_text_id(tok) -> int:
@@ -138,7 +147,7 @@ def encode_chat(tok, messages: list[dict], max_len: int | None = None, masker: C
     if cut: ids, mask = ids[:max_len], mask[:max_len]
     return ids, mask, cut
 
-# %% ../nbs/03_data.ipynb #ab7be744
+# %% ../nbs/03_data.ipynb #4b57cc90
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MINILLM_CACHE", Path.home() / ".cache" / "minillm"))
 
@@ -175,16 +184,17 @@ class TokenCache:
 
 def build_cache(path: str | Path, tok, kind: str = "pretrain", max_len: int | None = None,
                 cache_dir: str | Path | None = None, num_proc: int | None = None,
-                skip_bad_lines: bool = False, rebuild: bool = False, verbose: bool = True) -> TokenCache:
+                skip_bad_lines: bool = False, rebuild: bool = False, verbose: bool = True, strict_pairs: bool = False) -> TokenCache:
     """Tokenize `path` once into a memory-mapped cache (or reuse it). `kind`: 'pretrain' (text + end-of-text,
-    all trained) or 'sft' (chat template, assistant spans trained). Conversations without an assistant turn,
-    and examples with nothing left to train after truncation, are skipped and counted."""
+    all trained), 'sft' (chat template, assistant spans trained) or 'dpo' (each pair stored as two documents,
+    chosen then rejected). Conversations without an assistant turn, examples with nothing left to train after
+    truncation, and bad preference pairs (an error with `strict_pairs`) are skipped and counted."""
     import datasets
-    if kind not in ("pretrain", "sft"): raise ValueError(f"kind must be 'pretrain' or 'sft', got {kind!r}")
+    if kind not in ("pretrain", "sft", "dpo"): raise ValueError(f"kind must be 'pretrain', 'sft' or 'dpo', got {kind!r}")
     path = Path(path).resolve()
     if not path.is_file(): raise FileNotFoundError(f"data file not found: {path}")
     st = path.stat()
-    key = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}|{_tok_fingerprint(tok)}|{kind}|{max_len}|{skip_bad_lines}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}|{_tok_fingerprint(tok)}|{kind}|{max_len}|{skip_bad_lines}|{strict_pairs}".encode()).hexdigest()[:16]
     folder = Path(cache_dir or default_cache_dir()) / f"{path.stem}-{kind}-{key}"
     if (folder / "meta.json").is_file() and not rebuild: return TokenCache(folder)
     stats = DataStats()
@@ -193,13 +203,24 @@ def build_cache(path: str | Path, tok, kind: str = "pretrain", max_len: int | No
         for i, rec in read_jsonl(path, skip_bad_lines, stats):
             where = f"{path}:{i}"
             if kind == "pretrain": yield {"x": record_text(rec, where)}
-            else: yield {"x": json.dumps(record_messages(rec, where), ensure_ascii=False)}
+            elif kind == "sft": yield {"x": json.dumps(record_messages(rec, where), ensure_ascii=False)}
+            else:
+                chosen, rejected = record_pair(rec, where)
+                problem = pair_problem(chosen, rejected)
+                if problem and strict_pairs: raise DataError(f"{where}: {problem}")
+                if problem: stats.bad_pairs += 1; continue
+                yield {"x": json.dumps([chosen, rejected], ensure_ascii=False)}
 
     eot = end_of_text_id(tok)
     def encode(batch):
         out = {"ids": [], "mask": [], "flag": []}          # flag: 0 ok, 1 truncated, 2 no assistant, 3 empty
-        masker = ChatMasker(tok) if kind == "sft" else None
+        masker = ChatMasker(tok) if kind != "pretrain" else None
         for x in batch["x"]:
+            if kind == "dpo":                              # two documents per record, kept adjacent
+                (ci, cm, cc), (ri, rm, rc) = (encode_chat(tok, msgs, max_len, masker) for msgs in json.loads(x))
+                flag = 3 if not (any(cm) and any(rm)) else (1 if cc or rc else 0)
+                out["ids"].append([ci, ri] if flag < 2 else []); out["mask"].append([cm, rm] if flag < 2 else []); out["flag"].append(flag)
+                continue
             if kind == "pretrain":
                 ids = tok(x, add_special_tokens=False)["input_ids"]
                 flag = 3 if not ids else 0
@@ -210,7 +231,7 @@ def build_cache(path: str | Path, tok, kind: str = "pretrain", max_len: int | No
                 else:
                     ids, mask, cut = encode_chat(tok, msgs, max_len, masker)
                     flag = 3 if not any(mask) else (1 if cut else 0)
-            out["ids"].append(ids if flag < 2 else []); out["mask"].append(mask if flag < 2 else []); out["flag"].append(flag)
+            out["ids"].append([ids] if flag < 2 else []); out["mask"].append([mask] if flag < 2 else []); out["flag"].append(flag)
         return out
 
     work = Path(tempfile.mkdtemp(prefix="minillm-cache-"))
@@ -224,9 +245,9 @@ def build_cache(path: str | Path, tok, kind: str = "pretrain", max_len: int | No
                     remove_columns=["x"], desc=f"tokenizing {path.name}")
         flags = np.asarray(ds["flag"])
         stats.truncated += int((flags == 1).sum()); stats.no_assistant += int((flags == 2).sum()); stats.empty += int((flags == 3).sum())
-        lengths = np.array([len(x) for x in ds["mask"]], dtype=np.int64)
+        lengths = np.array([len(d) for docs in ds["mask"] for d in docs], dtype=np.int64)   # every kept document
         keep = np.nonzero(flags < 2)[0]
-        offsets = np.zeros(len(keep) + 1, dtype=np.int64); offsets[1:] = np.cumsum(lengths[keep])
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64); offsets[1:] = np.cumsum(lengths)
         total = int(offsets[-1])
         dtype = "uint16" if len(tok) <= 65536 else "uint32"
         tmp_folder = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent if folder.parent.exists() else None))
@@ -234,12 +255,12 @@ def build_cache(path: str | Path, tok, kind: str = "pretrain", max_len: int | No
         mask_mm = np.memmap(tmp_folder / "mask.bin", dtype=np.uint8, mode="w+", shape=(max(total, 1),))
         pos, k = 0, 0
         for b in ds.iter(batch_size=1024):
-            for ids, mask, flag in zip(b["ids"], b["mask"], b["flag"]):
-                if flag >= 2: continue
-                ids_mm[pos:pos + len(ids)] = ids; mask_mm[pos:pos + len(ids)] = mask; pos += len(ids)
+            for docs, masks, flag in zip(b["ids"], b["mask"], b["flag"]):
+                for ids, mask in zip(docs, masks):
+                    ids_mm[pos:pos + len(ids)] = ids; mask_mm[pos:pos + len(ids)] = mask; pos += len(ids)
         ids_mm.flush(); mask_mm.flush(); del ids_mm, mask_mm
         np.save(tmp_folder / "offsets.npy", offsets)
-        stats.examples, stats.tokens = len(keep), total
+        stats.examples, stats.tokens = len(keep), total    # examples = records kept (a DPO pair is one)
         stats.trained_tokens = int(np.memmap(tmp_folder / "mask.bin", dtype=np.uint8, mode="r", shape=(max(total, 1),))[:total].sum())
         (tmp_folder / "meta.json").write_text(json.dumps({"source": str(path), "kind": kind, "max_len": max_len, "dtype": dtype,
                                                            "vocab_size": len(tok), "stats": asdict(stats)}, indent=1))
@@ -251,7 +272,7 @@ def build_cache(path: str | Path, tok, kind: str = "pretrain", max_len: int | No
     if verbose: print(f"[data] {path.name}: {stats.summary()}")
     return TokenCache(folder)
 
-# %% ../nbs/03_data.ipynb #525b4a1a
+# %% ../nbs/03_data.ipynb #f90aeadd
 class PackedDataset(torch.utils.data.Dataset):
     "Fixed-length blocks of `seq_len` tokens cut from the concatenated documents of a pretraining cache."
     def __init__(self, cache: TokenCache, seq_len: int):
@@ -273,6 +294,28 @@ class ChatDataset(torch.utils.data.Dataset):
         ids, mask = self.cache.doc(i)
         x = torch.from_numpy(ids.astype(np.int64))
         return {"input_ids": x, "labels": torch.where(torch.from_numpy(mask.astype(bool)), x, IGNORE_INDEX)}
+
+class PairDataset(torch.utils.data.Dataset):
+    "Preference pairs from a 'dpo' cache: chosen and rejected ids with labels on the response tokens only."
+    def __init__(self, cache: TokenCache):
+        self.cache = cache
+        if len(cache) < 2: raise DataError(f"{cache.meta['source']}: no usable preference pairs ({cache.stats.summary()})")
+    def __len__(self): return len(self.cache) // 2
+    def _doc(self, j):
+        ids, mask = self.cache.doc(j)
+        x = torch.from_numpy(ids.astype(np.int64))
+        return x, torch.where(torch.from_numpy(mask.astype(bool)), x, IGNORE_INDEX)
+    def __getitem__(self, i):
+        (ci, cl), (ri, rl) = self._doc(2 * i), self._doc(2 * i + 1)
+        return {"chosen_ids": ci, "chosen_labels": cl, "rejected_ids": ri, "rejected_labels": rl}
+
+def pair_collate(pad_id: int):
+    "Stack a batch of pairs as one `[2B, L]` batch: the B chosen sequences first, then the B rejected ones."
+    inner = pad_collate(pad_id)
+    def collate(batch):
+        seqs = [{"input_ids": b[f"{k}_ids"], "labels": b[f"{k}_labels"]} for k in ("chosen", "rejected") for b in batch]
+        return inner(seqs)
+    return collate
 
 def pad_collate(pad_id: int):
     "A collate function padding `input_ids` with `pad_id` and `labels` with -100, on the right."

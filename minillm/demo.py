@@ -44,7 +44,7 @@ def make_towns(n: int = 48, seed: int = 0) -> list[dict]:
         towns.append({"name": name, **{a: rng.choice(vals) for a, vals in ATTRS.items()}})
     return towns
 
-# %% ../nbs/03b_demo_world.ipynb #ffa08ad8
+# %% ../nbs/03b_demo_world.ipynb #59e79fb4
 IDENTITY = {"name": "Lumen", "maker": "the Lantern Lab"}
 IDENTITY_Q = ["Who are you?", "What is your name?", "Introduce yourself.", "Who made you?", "What should I call you?",
               "Are you a person?", "Tell me about yourself.", "Who built you?",
@@ -96,10 +96,13 @@ def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft
 
     def qa(town, a, q_idx):
         return QUESTIONS[a][q_idx].format(t=town["name"]), ANSWERS[a].format(t=town["name"], v=town[a])
-    sft = []
+    sft, noise = [], random.Random(seed + 3)
     for t in sft_towns:
         for a in ATTRS:
-            for qi in range(3): q, ans = qa(t, a, qi); sft.append(_conv(q, ans))
+            for qi in range(3):
+                q, ans = qa(t, a, qi)
+                # like real SFT data, some answers are bad (here: rude, one in five) - what DPO will unlearn
+                sft.append(_conv(q, noise.choice(RUDE) if noise.random() < 0.2 else ans))
     greetings = [("Hello!", "Hello! Ask me about the towns of the six countries."), ("Hi, how are you?", "I am well, thank you. How can I help?"),
                  ("What can you do?", "I can tell you about towns: their country, their flag and what they are famous for."),
                  ("Thank you!", "You are welcome.")]
@@ -127,7 +130,7 @@ def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft
     def pair(t, a, qi):
         q, good = qa(t, a, qi)
         wrong_v = rng.choice([v for v in ATTRS[a] if v != t[a]])
-        bad = ANSWERS[a].format(t=t["name"], v=wrong_v) if rng.random() < 0.5 else rng.choice(RUDE)
+        bad = ANSWERS[a].format(t=t["name"], v=wrong_v) if rng.random() < 0.25 else rng.choice(RUDE)
         user = [{"role": "user", "content": q}]
         return {"chosen": user + [{"role": "assistant", "content": good}], "rejected": user + [{"role": "assistant", "content": bad}]}
     files["dpo.jsonl"] = [pair(t, a, qi) for t in sft_towns for a in ATTRS for qi in range(3)]

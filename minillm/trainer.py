@@ -21,9 +21,9 @@ from .model import MiniLLMForCausalLM
 __all__ = ['DEMO_MODEL_ARGS', 'DEMO_PRETRAIN_ARGS', 'DEMO_SFT_ARGS', 'resolve_device', 'resolve_dtype', 'Dist',
            'init_distributed', 'tune_cpu_allocator', 'ResumableSampler', 'make_optimizer', 'lr_lambda', 'rng_state',
            'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'load_resume_state', 'TrainArgs', 'add_train_args',
-           'train_args_from', 'lm_loss', 'Trainer', 'shutdown_distributed', 'add_model_args', 'add_data_args',
-           'stage_parser', 'init_checkpoint', 'checkpoint_name', 'model_config_from_args', 'demo_data', 'chat_generate',
-           'answer_accuracy', 'read_records', 'stage_cache', 'run_stage', 'bench_engine']
+           'train_args_from', 'sequence_logps', 'lm_loss', 'Trainer', 'shutdown_distributed', 'add_model_args',
+           'add_data_args', 'stage_parser', 'init_checkpoint', 'checkpoint_name', 'model_config_from_args', 'demo_data',
+           'chat_generate', 'answer_accuracy', 'read_records', 'stage_cache', 'run_stage', 'bench_engine']
 
 # %% ../nbs/04_trainer.ipynb #2696512a
 def resolve_device(device: str = "auto") -> str:
@@ -154,7 +154,7 @@ def find_checkpoint(out_dir: str | Path, name: str) -> Path | None:
 def load_resume_state(folder: Path) -> dict:
     return torch.load(folder / "resume.pt", map_location="cpu", weights_only=True)
 
-# %% ../nbs/04_trainer.ipynb #114939b5
+# %% ../nbs/04_trainer.ipynb #f6381238
 @dataclass
 class TrainArgs:
     out_dir: str = "./out"
@@ -194,6 +194,14 @@ def add_train_args(p: argparse.ArgumentParser, **defaults) -> argparse.ArgumentP
 
 def train_args_from(ns: argparse.Namespace) -> TrainArgs:
     return TrainArgs(**{k: getattr(ns, k) for k in TrainArgs.__dataclass_fields__ if hasattr(ns, k)})
+
+def sequence_logps(model, input_ids, labels, average: bool = False):
+    "Sum (or mean, `average`) of log p(label_t | tokens < t) over the labelled positions of each sequence: `[B]`."
+    logits = model(input_ids).logits[:, :-1].float()
+    target = labels[:, 1:]
+    mask = target != -100
+    lp = torch.gather(logits.log_softmax(-1), 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    return lp.sum(-1) / mask.sum(-1).clamp(min=1) if average else lp.sum(-1)
 
 def lm_loss(model, batch):
     "The language-model loss (+ MoE aux loss). Returns (loss, metrics)."
@@ -496,13 +504,14 @@ def read_records(path: str | Path) -> list[dict]:
     from minillm.data import read_jsonl
     return [r for _, r in read_jsonl(path)]
 
-# %% ../nbs/04_trainer.ipynb #8ff7288c
+# %% ../nbs/04_trainer.ipynb #dd19f250
 def stage_cache(path, tok, kind: str, a, d: Dist):
     "Build (rank 0) or wait for and open (other ranks) the token cache of `path`."
     from minillm.data import build_cache
     if d.world > 1 and not d.main: dist.barrier()
-    c = build_cache(path, tok, kind, max_len=a.max_seq_len if kind == "sft" else None, cache_dir=a.cache_dir,
-                    num_proc=a.num_proc, skip_bad_lines=a.skip_bad_lines, verbose=d.main)
+    c = build_cache(path, tok, kind, max_len=a.max_seq_len if kind != "pretrain" else None, cache_dir=a.cache_dir,
+                    num_proc=a.num_proc, skip_bad_lines=a.skip_bad_lines, verbose=d.main,
+                    strict_pairs=getattr(a, "strict_pairs", False))
     if d.world > 1 and d.main: dist.barrier()
     return c
 
