@@ -23,7 +23,8 @@ __all__ = ['DEMO_MODEL_ARGS', 'DEMO_PRETRAIN_ARGS', 'DEMO_SFT_ARGS', 'resolve_de
            'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'load_resume_state', 'TrainArgs', 'add_train_args',
            'train_args_from', 'sequence_logps', 'lm_loss', 'Trainer', 'shutdown_distributed', 'add_model_args',
            'add_data_args', 'stage_parser', 'init_checkpoint', 'checkpoint_name', 'model_config_from_args', 'demo_data',
-           'chat_generate', 'answer_accuracy', 'read_records', 'stage_cache', 'run_stage', 'bench_engine']
+           'chat_generate', 'answer_accuracy', 'read_records', 'stage_cache', 'stage_datasets', 'load_init_model',
+           'run_stage', 'bench_engine']
 
 # %% ../nbs/04_trainer.ipynb #2696512a
 def resolve_device(device: str = "auto") -> str:
@@ -504,7 +505,7 @@ def read_records(path: str | Path) -> list[dict]:
     from minillm.data import read_jsonl
     return [r for _, r in read_jsonl(path)]
 
-# %% ../nbs/04_trainer.ipynb #dd19f250
+# %% ../nbs/04_trainer.ipynb #9dd1d1e0
 def stage_cache(path, tok, kind: str, a, d: Dist):
     "Build (rank 0) or wait for and open (other ranks) the token cache of `path`."
     from minillm.data import build_cache
@@ -514,6 +515,21 @@ def stage_cache(path, tok, kind: str, a, d: Dist):
                     strict_pairs=getattr(a, "strict_pairs", False))
     if d.world > 1 and d.main: dist.barrier()
     return c
+
+def stage_datasets(kind: str) -> Callable:
+    "A stage's `make_data` for cache kind 'pretrain' (packed blocks), 'sft' (chat, padded) or 'dpo' (pairs)."
+    def make_data(a, tok, d):
+        from minillm.data import PackedDataset, ChatDataset, PairDataset, pad_collate, pair_collate
+        wrap = {"pretrain": lambda c: PackedDataset(c, a.max_seq_len), "sft": ChatDataset, "dpo": PairDataset}[kind]
+        train = wrap(stage_cache(a.data_path, tok, kind, a, d))
+        evald = wrap(stage_cache(a.eval_data_path, tok, kind, a, d)) if a.eval_data_path else None
+        collate = None if kind == "pretrain" else (pair_collate if kind == "dpo" else pad_collate)(tok.pad_token_id)
+        return train, evald, collate
+    return make_data
+
+def load_init_model(a, tok):
+    "The model a fine-tuning stage starts from (`init_checkpoint`), its vocabulary resized to `len(tok)`."
+    return MiniLLMForCausalLM.from_pretrained(init_checkpoint(a), vocab_size=len(tok), dropout=a.dropout)
 
 def run_stage(argv, parser: argparse.ArgumentParser, stage: str, make_data: Callable, make_model: Callable,
               loss_fn: Callable = lm_loss) -> int:
