@@ -11,9 +11,10 @@ from typing import Iterable, Iterator
 
 # %% auto #0
 __all__ = ['EOT', 'IM_START', 'IM_END', 'THINK_TAGS', 'SPECIAL_TOKENS', 'DEFAULT_SYSTEM_PROMPT', 'DEFAULT_MIX',
-           'TokenizerNotFoundError', 'iter_texts', 'chatml_template', 'train_tokenizer', 'default_tokenizer_dir',
-           'load_tokenizer', 'is_heldout', 'corpus_dir', 'corpus_texts', 'build_default_tokenizer', 'chars_per_token',
-           'smollm2_gguf', 'mistral_sentencepiece', 'describe_tokenizer', 'main']
+           'TokenizerNotFoundError', 'iter_texts', 'chatml_template', 'train_tokenizer', 'split_think',
+           'default_tokenizer_dir', 'load_tokenizer', 'is_heldout', 'corpus_dir', 'corpus_texts',
+           'build_default_tokenizer', 'chars_per_token', 'smollm2_gguf', 'mistral_sentencepiece', 'describe_tokenizer',
+           'main']
 
 # %% ../nbs/01_tokenizer.ipynb #f3a76f79
 EOT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -120,6 +121,16 @@ def train_tokenizer(texts_or_files, vocab_size: int = 6400, out_dir: str | Path 
     hf.chat_template = chatml_template(default_system)
     if out_dir is not None: hf.save_pretrained(str(out_dir))
     return hf
+
+# %% ../nbs/01_tokenizer.ipynb #4963198a
+def split_think(text: str) -> tuple[str | None, str]:
+    "(thinking, answer) of a reasoning model's output; thinking is None without a think block, and the answer tags are removed."
+    import re
+    m = re.search(r"<think>(.*?)(</think>|$)", text, re.S)
+    think = m.group(1).strip() if m else None
+    rest = text[m.end():] if m else text
+    a = re.search(r"<answer>(.*?)(</answer>|$)", rest, re.S)
+    return think, (a.group(1) if a else rest).strip()
 
 # %% ../nbs/01_tokenizer.ipynb #05d32988
 def default_tokenizer_dir() -> Path:

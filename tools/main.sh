@@ -4,19 +4,22 @@
 #   2. pretrain a 1.6M-parameter model on data/pretrain_hq.jsonl,
 #   3. fine-tune it on data/sft_mini_512.jsonl and print its answers to held-out questions,
 #   4. train a LoRA identity adapter (PEFT format) on data/lora_identity.jsonl,
-#   5. align it with DPO on data/dpo.jsonl.
+#   5. align it with DPO on data/dpo.jsonl,
+#   6. teach it multi-digit addition from step-by-step traces (data/r1_mix_1024.jsonl).
 # Everything is written under ./out (override with OUT=...). Extra arguments go to both training stages.
 source "$(dirname "$0")/env.sh" runtime
 OUT="${OUT:-$MINILLM_ROOT/out}"
 DEMO=(--dim 128 --n_layers 4 --n_heads 4 --n_kv_heads 2 --max_seq_len 256 --batch_size 16)
-echo "== 1/5 tokenizer =="
+echo "== 1/6 tokenizer =="
 python -m minillm.tokenizer --out_dir "$OUT/tokenizer"
-echo "== 2/5 pretraining (data/pretrain_hq.jsonl) =="
+echo "== 2/6 pretraining (data/pretrain_hq.jsonl) =="
 python -m minillm.train.pretrain "${DEMO[@]}" --epochs 8 --learning_rate 3e-3 --out_dir "$OUT" "$@"
-echo "== 3/5 supervised fine-tuning (data/sft_mini_512.jsonl) =="
+echo "== 3/6 supervised fine-tuning (data/sft_mini_512.jsonl) =="
 python -m minillm.train.sft "${DEMO[@]}" --epochs 6 --learning_rate 1e-3 --out_dir "$OUT" "$@"
-echo "== 4/5 LoRA identity adapter (data/lora_identity.jsonl) =="
+echo "== 4/6 LoRA identity adapter (data/lora_identity.jsonl) =="
 python -m minillm.train.lora "${DEMO[@]}" --batch_size 8 --epochs 6 --learning_rate 1e-3 --out_dir "$OUT" "$@"
-echo "== 5/5 DPO (data/dpo.jsonl) =="
+echo "== 5/6 DPO (data/dpo.jsonl) =="
 python -m minillm.train.dpo "${DEMO[@]}" --epochs 2 --batch_size 8 --learning_rate 1e-4 --rpo_alpha 1.0 --out_dir "$OUT" "$@"
-echo "== done: tokenizer in $OUT/tokenizer; checkpoints $OUT/pretrain_128, $OUT/full_sft_128, $OUT/rlhf_128; PEFT adapter $OUT/lora_identity_128 =="
+echo "== 6/6 reasoning distillation (data/r1_mix_1024.jsonl) =="
+python -m minillm.train.reason "${DEMO[@]}" --max_seq_len 320 --epochs 3 --learning_rate 1e-3 --out_dir "$OUT" "$@"
+echo "== done: tokenizer in $OUT/tokenizer; checkpoints $OUT/pretrain_128, $OUT/full_sft_128, $OUT/rlhf_128, $OUT/reason_128; PEFT adapter $OUT/lora_identity_128 =="
