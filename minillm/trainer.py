@@ -92,9 +92,10 @@ class ResumableSampler(torch.utils.data.Sampler):
     def __iter__(self): return iter(self.indices()[self.start:])
     def __len__(self): return self.n // self.world - self.start
 
-# %% ../nbs/04_trainer.ipynb #b8814806
-def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.95), device: str = "cpu"):
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+# %% ../nbs/04_trainer.ipynb #67269bc3
+def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.95), device: str = "cpu", extra=()):
+    "AdamW over the trainable parameters of `model` (and `extra` ones, e.g. a loss's projection)."
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad] + [("", p) for p in extra if p.requires_grad]
     if not params: raise ValueError("no trainable parameters: every parameter has requires_grad=False")
     decay = [p for n, p in params if p.dim() >= 2]
     no_decay = [p for n, p in params if p.dim() < 2]
@@ -210,7 +211,7 @@ def lm_loss(model, batch):
     loss = out.loss + out.aux_loss if out.aux_loss is not None else out.loss
     return loss, {"ce": out.loss.detach(), "tokens": (batch["labels"][:, 1:] != -100).sum()}
 
-# %% ../nbs/04_trainer.ipynb #7d79a5cd
+# %% ../nbs/04_trainer.ipynb #ca9c80f0
 class Trainer:
     "The one training engine. A stage passes a model, datasets, a loss function and `TrainArgs`."
     def __init__(self, model, args: TrainArgs, train_dataset, eval_dataset=None, loss_fn: Callable = lm_loss,
@@ -224,6 +225,10 @@ class Trainer:
         if self.device == "cpu": tune_cpu_allocator()
         torch.manual_seed(args.seed)
         self.model = model.to(self.device)
+        # A loss that is an nn.Module may own trainable parameters (a feature-distillation projection) and state (an
+        # EMA teacher): the engine moves it to the device, optimises its parameters with the model's, averages their
+        # gradients across ranks, saves its state in resume.pt and calls its `on_step(trainer)` after every step.
+        self.loss_module = loss_fn.to(self.device) if isinstance(loss_fn, torch.nn.Module) else None
         for m in frozen_models:                  # e.g. DPO's reference model: on the device, eval mode, no gradients
             m.to(self.device).eval().requires_grad_(False)
         if args.gradient_checkpointing and hasattr(model, "set_gradient_checkpointing"): model.set_gradient_checkpointing(True)
@@ -236,7 +241,8 @@ class Trainer:
                              f"is larger than the dataset ({len(train_dataset)} examples)")
         self.steps_per_epoch = self.micro_per_epoch // args.accumulation_steps
         self.total_steps = args.max_steps if args.max_steps > 0 else args.epochs * self.steps_per_epoch
-        self.optimizer = make_optimizer(self.model, args.learning_rate, args.weight_decay, device=self.device)
+        self.optimizer = make_optimizer(self.model, args.learning_rate, args.weight_decay, device=self.device,
+                                        extra=self.loss_module.parameters() if self.loss_module is not None else ())
         warm = args.warmup_steps or max(1, int(0.02 * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(warm, self.total_steps, args.min_lr_ratio))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
@@ -255,7 +261,8 @@ class Trainer:
         trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
         return {"trainable": trainable if self.export_fn else None, "step": self.step, "epoch": self.epoch, "micro": self.micro, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
-                "world": self.dist.world, "history": self.history}
+                "world": self.dist.world, "history": self.history,
+                "loss_state": self.loss_module.state_dict() if self.loss_module is not None else None}
 
     def save(self):
         if self.dist.main: save_checkpoint(self.args.out_dir, self.args.save_name, self.model, self.state(), self.export_fn)
@@ -283,6 +290,7 @@ class Trainer:
         self.optimizer.load_state_dict(st["optimizer"]); self.scheduler.load_state_dict(st["scheduler"])
         self.scaler.load_state_dict(st["scaler"])
         self.step, self.epoch, self.micro, self.history = st["step"], st["epoch"], st["micro"], list(st.get("history", []))
+        if self.loss_module is not None and st.get("loss_state") is not None: self.loss_module.load_state_dict(st["loss_state"])
         set_rng_state(st["rng"])
         if self.dist.main: print(f"[train] resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.micro})")
         return True
@@ -358,11 +366,16 @@ class Trainer:
                     tok_since += batch["input_ids"].numel() * self.dist.world
                     if not last: continue
                     self.scaler.unscale_(self.optimizer)
-                    gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.grad_clip) if a.grad_clip > 0 else torch.tensor(0.0)
+                    params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                    if self.loss_module is not None and self.dist.world > 1:      # DDP syncs the model's grads only
+                        for p in self.loss_module.parameters():
+                            if p.grad is not None: dist.all_reduce(p.grad); p.grad /= self.dist.world
+                    gnorm = torch.nn.utils.clip_grad_norm_(params, a.grad_clip) if a.grad_clip > 0 else torch.tensor(0.0)
                     self.scaler.step(self.optimizer); self.scaler.update()
                     self.optimizer.zero_grad(set_to_none=True); self.scheduler.step()
                     self.step += 1
                     if self.on_step: self.on_step(self)
+                    if hasattr(self.loss_fn, "on_step"): self.loss_fn.on_step(self)
                     if bar: bar.update(1)
                     if self.step % a.log_interval == 0 or self.step == self.total_steps:
                         dt = time.perf_counter() - t_last

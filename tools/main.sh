@@ -5,21 +5,27 @@
 #   3. fine-tune it on data/sft_mini_512.jsonl and print its answers to held-out questions,
 #   4. train a LoRA identity adapter (PEFT format) on data/lora_identity.jsonl,
 #   5. align it with DPO on data/dpo.jsonl,
-#   6. teach it multi-digit addition from step-by-step traces (data/r1_mix_1024.jsonl).
+#   6. teach it multi-digit addition from step-by-step traces (data/r1_mix_1024.jsonl),
+#   7. distil the pretrained model into a student half as wide and deep (knowledge distillation).
 # Everything is written under ./out (override with OUT=...). Extra arguments go to both training stages.
 source "$(dirname "$0")/env.sh" runtime
 OUT="${OUT:-$MINILLM_ROOT/out}"
 DEMO=(--dim 128 --n_layers 4 --n_heads 4 --n_kv_heads 2 --max_seq_len 256 --batch_size 16)
-echo "== 1/6 tokenizer =="
+echo "== 1/7 tokenizer =="
 python -m minillm.tokenizer --out_dir "$OUT/tokenizer"
-echo "== 2/6 pretraining (data/pretrain_hq.jsonl) =="
+echo "== 2/7 pretraining (data/pretrain_hq.jsonl) =="
 python -m minillm.train.pretrain "${DEMO[@]}" --epochs 8 --learning_rate 3e-3 --out_dir "$OUT" "$@"
-echo "== 3/6 supervised fine-tuning (data/sft_mini_512.jsonl) =="
+echo "== 3/7 supervised fine-tuning (data/sft_mini_512.jsonl) =="
 python -m minillm.train.sft "${DEMO[@]}" --epochs 6 --learning_rate 1e-3 --out_dir "$OUT" "$@"
-echo "== 4/6 LoRA identity adapter (data/lora_identity.jsonl) =="
+echo "== 4/7 LoRA identity adapter (data/lora_identity.jsonl) =="
 python -m minillm.train.lora "${DEMO[@]}" --batch_size 8 --epochs 6 --learning_rate 1e-3 --out_dir "$OUT" "$@"
-echo "== 5/6 DPO (data/dpo.jsonl) =="
+echo "== 5/7 DPO (data/dpo.jsonl) =="
 python -m minillm.train.dpo "${DEMO[@]}" --epochs 2 --batch_size 8 --learning_rate 1e-4 --rpo_alpha 1.0 --out_dir "$OUT" "$@"
-echo "== 6/6 reasoning distillation (data/r1_mix_1024.jsonl) =="
+echo "== 6/7 reasoning distillation (data/r1_mix_1024.jsonl) =="
 python -m minillm.train.reason "${DEMO[@]}" --max_seq_len 320 --epochs 3 --learning_rate 1e-3 --out_dir "$OUT" "$@"
-echo "== done: tokenizer in $OUT/tokenizer; checkpoints $OUT/pretrain_128, $OUT/full_sft_128, $OUT/rlhf_128, $OUT/reason_128; PEFT adapter $OUT/lora_identity_128 =="
+echo "== 7/7 knowledge distillation: pretrain_128 teaches a 64-wide, 2-layer student (data/pretrain_hq.jsonl) =="
+python -m minillm.train.distill --teacher_ckpt "$OUT/pretrain_128" --student_dim 64 --student_layer 2 --n_heads 2 --n_kv_heads 1 \
+  --max_seq_len 256 --data_kind pretrain --data_path "$MINILLM_ROOT/data/pretrain_hq.jsonl" \
+  --eval_data_path "$MINILLM_ROOT/data/eval/pretrain_eval.jsonl" --distillation_mode logit --alpha 0 --temperature 1 \
+  --epochs 3 --batch_size 16 --learning_rate 3e-3 --out_dir "$OUT" "$@"
+echo "== done: tokenizer in $OUT/tokenizer; checkpoints $OUT/pretrain_128, $OUT/full_sft_128, $OUT/rlhf_128, $OUT/reason_128, $OUT/full_dist_64; PEFT adapter $OUT/lora_identity_128 =="
