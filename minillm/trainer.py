@@ -20,11 +20,11 @@ from .model import MiniLLMForCausalLM
 # %% auto #0
 __all__ = ['DEMO_MODEL_ARGS', 'DEMO_PRETRAIN_ARGS', 'DEMO_SFT_ARGS', 'resolve_device', 'resolve_dtype', 'Dist',
            'init_distributed', 'tune_cpu_allocator', 'ResumableSampler', 'make_optimizer', 'lr_lambda', 'rng_state',
-           'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'load_resume_state', 'TrainArgs', 'add_train_args',
-           'train_args_from', 'sequence_logps', 'lm_loss', 'Trainer', 'shutdown_distributed', 'add_model_args',
-           'add_data_args', 'stage_parser', 'init_checkpoint', 'checkpoint_name', 'model_config_from_args', 'demo_data',
-           'chat_generate', 'answer_accuracy', 'read_records', 'stage_cache', 'stage_datasets', 'load_init_model',
-           'run_stage', 'bench_engine']
+           'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'load_resume_state', 'shard_model', 'fsdp_full_state',
+           'fsdp_load_full_state', 'TrainArgs', 'add_train_args', 'train_args_from', 'sequence_logps', 'lm_loss',
+           'Trainer', 'shutdown_distributed', 'add_model_args', 'add_data_args', 'stage_parser', 'init_checkpoint',
+           'checkpoint_name', 'model_config_from_args', 'demo_data', 'chat_generate', 'answer_accuracy', 'read_records',
+           'stage_cache', 'stage_datasets', 'load_init_model', 'run_stage', 'bench_engine']
 
 # %% ../nbs/04_trainer.ipynb #2696512a
 def resolve_device(device: str = "auto") -> str:
@@ -156,7 +156,38 @@ def find_checkpoint(out_dir: str | Path, name: str) -> Path | None:
 def load_resume_state(folder: Path) -> dict:
     return torch.load(folder / "resume.pt", map_location="cpu", weights_only=True)
 
-# %% ../nbs/04_trainer.ipynb #f6381238
+# %% ../nbs/04_trainer.ipynb #c16eb7a9
+def shard_model(model):
+    "FSDP2: shard each unique decoder layer, then the root module, over the process group."
+    from torch.distributed.fsdp import fully_shard
+    for layer in model.model.layers: fully_shard(layer)
+    fully_shard(model)
+    return model
+
+class _Gathered:
+    "A full (gathered) state dict that `save_pretrained` can write as if it were the model."
+    def __init__(self, model, state_dict): self.config, self._sd = model.config, state_dict
+    def state_dict(self): return self._sd
+    def save_pretrained(self, folder):
+        from minillm.model import save_pretrained
+        return save_pretrained(self, folder)
+
+def fsdp_full_state(model, optimizer):
+    "Gather an FSDP model's full weights and optimizer state (collective; on CPU)."
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict, StateDictOptions
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return _Gathered(model, get_model_state_dict(model, options=opts)), get_optimizer_state_dict(model, optimizer, options=opts)
+
+def fsdp_load_full_state(model, optimizer, model_state: dict, optim_state: dict):
+    "Scatter full weights and optimizer state back into an FSDP model's shards."
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict, StateDictOptions
+    opts = StateDictOptions(full_state_dict=True)
+    if getattr(model.config, "tie_word_embeddings", False) and "lm_head.weight" not in model_state:
+        model_state = {**model_state, "lm_head.weight": model_state["model.embed_tokens.weight"]}
+    set_model_state_dict(model, model_state, options=opts)
+    set_optimizer_state_dict(model, optimizer, optim_state, options=opts)
+
+# %% ../nbs/04_trainer.ipynb #fa904449
 @dataclass
 class TrainArgs:
     out_dir: str = "./out"
@@ -179,6 +210,7 @@ class TrainArgs:
     save_interval: int = 0           # 0: only at the end (and on SIGINT/SIGTERM)
     resume: bool = False
     ddp: bool = False
+    fsdp: bool = False               # with --ddp: shard parameters, gradients and optimizer state (FSDP2)
     compile: bool = False
     gradient_checkpointing: bool = False
     num_workers: int = 0
@@ -211,7 +243,7 @@ def lm_loss(model, batch):
     loss = out.loss + out.aux_loss if out.aux_loss is not None else out.loss
     return loss, {"ce": out.loss.detach(), "tokens": (batch["labels"][:, 1:] != -100).sum()}
 
-# %% ../nbs/04_trainer.ipynb #ca9c80f0
+# %% ../nbs/04_trainer.ipynb #3e4a41f5
 class Trainer:
     "The one training engine. A stage passes a model, datasets, a loss function and `TrainArgs`."
     def __init__(self, model, args: TrainArgs, train_dataset, eval_dataset=None, loss_fn: Callable = lm_loss,
@@ -241,6 +273,11 @@ class Trainer:
                              f"is larger than the dataset ({len(train_dataset)} examples)")
         self.steps_per_epoch = self.micro_per_epoch // args.accumulation_steps
         self.total_steps = args.max_steps if args.max_steps > 0 else args.epochs * self.steps_per_epoch
+        self.fsdp = args.fsdp and self.dist.world > 1
+        if self.fsdp:
+            if export_fn is not None or (self.loss_module is not None and any(True for _ in self.loss_module.parameters())):
+                raise ValueError("--fsdp: stages that train adapters (LoRA) or loss parameters (feature distillation) run with plain --ddp")
+            shard_model(self.model)
         self.optimizer = make_optimizer(self.model, args.learning_rate, args.weight_decay, device=self.device,
                                         extra=self.loss_module.parameters() if self.loss_module is not None else ())
         warm = args.warmup_steps or max(1, int(0.02 * self.total_steps))
@@ -252,20 +289,24 @@ class Trainer:
         self.data_time = self.loop_time = 0.0    # seconds waiting for batches / in the training loop
         self.on_step: Callable | None = None     # called as on_step(trainer) after every optimizer step
         self.ddp_model = self.model
-        if self.dist.world > 1:
+        if self.dist.world > 1 and not self.fsdp:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.dist.local_rank] if self.dev_type == "cuda" else None)
         if args.compile: self.ddp_model = torch.compile(self.ddp_model)
 
     # -- checkpoints ---------------------------------------------------------------------------------
-    def state(self) -> dict:
-        trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
-        return {"trainable": trainable if self.export_fn else None, "step": self.step, "epoch": self.epoch, "micro": self.micro, "optimizer": self.optimizer.state_dict(),
+    def state(self, optimizer_state: dict | None = None) -> dict:
+        trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad} if self.export_fn else None
+        return {"trainable": trainable, "step": self.step, "epoch": self.epoch, "micro": self.micro,
+                "optimizer": optimizer_state if optimizer_state is not None else self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
                 "world": self.dist.world, "history": self.history,
                 "loss_state": self.loss_module.state_dict() if self.loss_module is not None else None}
 
     def save(self):
-        if self.dist.main: save_checkpoint(self.args.out_dir, self.args.save_name, self.model, self.state(), self.export_fn)
+        if self.fsdp:        # every rank takes part in gathering the full weights and optimizer state; rank 0 writes
+            model, optim = fsdp_full_state(self.model, self.optimizer)
+            if self.dist.main: save_checkpoint(self.args.out_dir, self.args.save_name, model, self.state(optim))
+        elif self.dist.main: save_checkpoint(self.args.out_dir, self.args.save_name, self.model, self.state(), self.export_fn)
         if self.dist.world > 1: dist.barrier()
 
     def try_resume(self) -> bool:
@@ -284,10 +325,12 @@ class Trainer:
             if missing: raise ValueError(f"checkpoint {folder} has parameters this model lacks: {missing[:5]}")
             with torch.no_grad():
                 for n, v in st["trainable"].items(): params[n].copy_(v)
-        else: load_weights(self.model, {k: v.to(self.device) for k, v in load_file(str(folder / "model.safetensors")).items()})
+        elif not self.fsdp: load_weights(self.model, {k: v.to(self.device) for k, v in load_file(str(folder / "model.safetensors")).items()})
         if st.get("world", 1) != self.dist.world:
             raise ValueError(f"checkpoint was written by {st.get('world')} processes, this run has {self.dist.world}: the data position would not match")
-        self.optimizer.load_state_dict(st["optimizer"]); self.scheduler.load_state_dict(st["scheduler"])
+        if self.fsdp: fsdp_load_full_state(self.model, self.optimizer, load_file(str(folder / "model.safetensors")), st["optimizer"])
+        else: self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
         self.scaler.load_state_dict(st["scaler"])
         self.step, self.epoch, self.micro, self.history = st["step"], st["epoch"], st["micro"], list(st.get("history", []))
         if self.loss_module is not None and st.get("loss_state") is not None: self.loss_module.load_state_dict(st["loss_state"])
@@ -355,7 +398,8 @@ class Trainer:
                     self.data_time += time.perf_counter() - t_data
                     self.micro += 1
                     last = self.micro % a.accumulation_steps == 0
-                    sync = contextlib.nullcontext() if (last or self.dist.world == 1) else model.no_sync()
+                    if self.fsdp: model.set_requires_gradient_sync(last); sync = contextlib.nullcontext()
+                    else: sync = contextlib.nullcontext() if (last or self.dist.world == 1) else model.no_sync()
                     with sync:
                         with torch.autocast(self.dev_type, dtype=self.dtype, enabled=self.dtype != torch.float32):
                             loss, metrics = self.loss_fn(model, batch)
@@ -371,6 +415,7 @@ class Trainer:
                         for p in self.loss_module.parameters():
                             if p.grad is not None: dist.all_reduce(p.grad); p.grad /= self.dist.world
                     gnorm = torch.nn.utils.clip_grad_norm_(params, a.grad_clip) if a.grad_clip > 0 else torch.tensor(0.0)
+                    if hasattr(gnorm, "full_tensor"): gnorm = gnorm.full_tensor()      # FSDP: a DTensor
                     self.scaler.step(self.optimizer); self.scaler.update()
                     self.optimizer.zero_grad(set_to_none=True); self.scheduler.step()
                     self.step += 1

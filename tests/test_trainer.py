@@ -59,6 +59,23 @@ def test_ddp_matches_single_process(tmp_path):
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
     assert a[-1] < a[0]
 
+def test_fsdp_matches_single_process(tmp_path):
+    "FSDP2 (--ddp --fsdp, gloo on CPU): the same curve as one process, and the gathered checkpoint has the same weights."
+    common = ["--max_steps", "8", "--eval_data_path", ""]
+    single = pretrain(tmp_path, tmp_path / "single", *common, "--batch_size", "8", timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    fsdp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "minillm.train.pretrain", "--ddp", "--fsdp", *TINY, "--out_dir", str(tmp_path / "fsdp"), *common,
+                           "--batch_size", "4"], cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    a, b = history(tmp_path / "single"), history(tmp_path / "fsdp")
+    assert len(a) == len(b) == 8
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
+    wa, wb = weights(tmp_path / "single"), weights(tmp_path / "fsdp")
+    assert wa.keys() == wb.keys() and max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+    st = torch.load(tmp_path / "fsdp" / "pretrain_32" / "resume.pt", weights_only=True)
+    assert st["optimizer"]["state"], "the gathered optimizer state is saved for --resume"
+
 def test_bad_data_errors(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a fine line of text"}\n' * 3 + '{oops\n' + '{"text": "more fine text here"}\n' * 100)

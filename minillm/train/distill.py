@@ -40,18 +40,20 @@ def distill_loss(student_logits, teacher_logits, labels, mode: str = "logit", te
     else: kd = F.cross_entropy(s, t.argmax(-1))
     return alpha * ce + (1 - alpha) * kd, {"ce": ce.detach(), "distill": kd.detach(), "tokens": mask.sum()}
 
-# %% ../../nbs/09_distillation.ipynb #96adf6d5
+# %% ../../nbs/09_distillation.ipynb #d794f8b1
 def load_teacher(a, tok):
     "The frozen teacher: a MiniLLM checkpoint (`--teacher_ckpt`) or a transformers model (`--teacher_model_type hf`)."
     if a.teacher_model_type == "hf":
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        name = a.teacher_model_name_or_path
+        name, kw = a.teacher_model_name_or_path, {}
         if not name: raise ValueError("--teacher_model_type hf needs --teacher_model_name_or_path")
-        ttok = AutoTokenizer.from_pretrained(name, trust_remote_code=a.trust_remote_code)
+        if name.endswith(".gguf") and Path(name).is_file():     # a llama.cpp file: transformers dequantises it
+            name, kw = str(Path(name).parent), {"gguf_file": Path(name).name}
+        ttok = AutoTokenizer.from_pretrained(name, trust_remote_code=a.trust_remote_code, **kw)
         if ttok.get_vocab() != {k: v for k, v in tok.get_vocab().items() if k in ttok.get_vocab()} or len(ttok) > len(tok):
             raise ValueError(f"teacher {name} uses a different tokenizer than the student ({len(ttok)} vs {len(tok)} tokens, "
                              "or different ids): distillation needs the same vocabulary; pass the teacher's --tokenizer_dir")
-        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=a.trust_remote_code)
+        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=a.trust_remote_code, dtype=torch.float32, **kw)
     path = Path(a.teacher_ckpt) if a.teacher_ckpt else Path(a.out_dir) / checkpoint_name("full_sft", a.teacher_dim)
     if not (path / "config.json").is_file(): raise FileNotFoundError(f"no teacher checkpoint at {path}: pass --teacher_ckpt")
     teacher = MiniLLMForCausalLM.from_pretrained(path)
