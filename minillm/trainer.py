@@ -24,7 +24,8 @@ __all__ = ['DEMO_MODEL_ARGS', 'DEMO_PRETRAIN_ARGS', 'DEMO_SFT_ARGS', 'resolve_de
            'fsdp_load_full_state', 'TrainArgs', 'add_train_args', 'train_args_from', 'sequence_logps', 'lm_loss',
            'Trainer', 'shutdown_distributed', 'add_model_args', 'add_data_args', 'stage_parser', 'init_checkpoint',
            'checkpoint_name', 'model_config_from_args', 'demo_data', 'chat_generate', 'answer_accuracy', 'read_records',
-           'stage_cache', 'stage_datasets', 'load_init_model', 'run_stage', 'bench_engine']
+           'trace_accuracy', 'preference_margins', 'heldout_loss', 'stage_cache', 'stage_datasets', 'load_init_model',
+           'run_stage', 'bench_engine']
 
 # %% ../nbs/04_trainer.ipynb #2696512a
 def resolve_device(device: str = "auto") -> str:
@@ -531,7 +532,7 @@ def demo_data(name: str) -> str | None:
     p = Path(str(resources.files("minillm"))).parent / "data" / name
     return str(p) if p.is_file() else None
 
-# %% ../nbs/04_trainer.ipynb #ca0bf089
+# %% ../nbs/04_trainer.ipynb #d8d7b8f2
 @torch.no_grad()
 def chat_generate(model, tok, conversations: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 32,
                   **gen_kwargs) -> list[str]:
@@ -562,6 +563,46 @@ def read_records(path: str | Path) -> list[dict]:
     "All records of a (small) jsonl evaluation file."
     from minillm.data import read_jsonl
     return [r for _, r in read_jsonl(path)]
+
+def trace_accuracy(model, tok, records: list[dict], max_new_tokens: int = 170, **kw) -> tuple[float, float, list[str]]:
+    """Reasoning outputs: the share whose `<answer>` is exactly `expected`, the share of well-formed
+    `<think>…</think><answer>…</answer>` outputs, and the outputs."""
+    import re
+    outs = chat_generate(model, tok, [r["messages"] for r in records], max_new_tokens=max_new_tokens, **kw)
+    found = [re.search(r"<answer>\s*(.*?)\s*</answer>", o, re.S) for o in outs]
+    exact = sum(bool(g) and g.group(1) == r["expected"] for g, r in zip(found, records)) / max(1, len(records))
+    formed = sum(bool(re.fullmatch(r"<think>\n.*\n</think>\n<answer>\n.*\n</answer>", o, re.S)) for o in outs) / max(1, len(outs))
+    return exact, formed, outs
+
+@torch.no_grad()
+def preference_margins(model, tok, path: str | Path, max_len: int = 256) -> torch.Tensor:
+    "log p(chosen) − log p(rejected) for each preference pair of the jsonl at `path` (DPO's measure)."
+    from minillm.data import build_cache, PairDataset, pair_collate
+    pairs = PairDataset(build_cache(path, tok, "dpo", max_len=max_len, verbose=False))
+    was = model.training; model.eval()
+    dev = next(model.parameters()).device
+    batch = pair_collate(tok.pad_token_id)([pairs[i] for i in range(len(pairs))])
+    lp = sequence_logps(model, batch["input_ids"].to(dev), batch["labels"].to(dev))
+    model.train(was)
+    return (lp[:len(pairs)] - lp[len(pairs):]).cpu()
+
+@torch.no_grad()
+def heldout_loss(model, tok, path: str | Path, max_len: int = 256, batch_size: int = 16) -> float:
+    "Token-weighted cross-entropy (nats/token) of `model` on the texts of a pretraining jsonl, each text on its own."
+    from minillm.data import build_cache
+    c = build_cache(path, tok, "pretrain", verbose=False)
+    was = model.training; model.eval()
+    dev = next(model.parameters()).device
+    tot, n = 0.0, 0
+    docs = [np.asarray(c.doc(i)[0][:max_len], dtype=np.int64) for i in range(len(c))]
+    for i in range(0, len(docs), batch_size):
+        chunk = docs[i:i + batch_size]; L = max(len(d) for d in chunk)
+        ids = torch.full((len(chunk), L), tok.pad_token_id); lab = torch.full((len(chunk), L), -100)
+        for j, d in enumerate(chunk): ids[j, :len(d)] = torch.from_numpy(d); lab[j, :len(d)] = torch.from_numpy(d)
+        out = model(ids.to(dev), labels=lab.to(dev))
+        k = int((lab[:, 1:] != -100).sum()); tot += out.loss.item() * k; n += k
+    model.train(was)
+    return tot / max(1, n)
 
 # %% ../nbs/04_trainer.ipynb #9dd1d1e0
 def stage_cache(path, tok, kind: str, a, d: Dist):
