@@ -137,7 +137,7 @@ def peak_memory(which: str, size: str, dtype: str, device: str) -> float:
                           "--device", device], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
-# %% ../nbs/02c_bench.ipynb #24d39a19
+# %% ../nbs/02c_bench.ipynb #86f0aac7
 def run_bench(size: str = "default", device: str = "cpu", rounds: int = 3, new_tokens: int = 64,
               memory: bool = True, dtypes=("fp32", "bf16")) -> list[dict]:
     spec = SIZES[size]; cfg = MiniLLMConfig(**spec["cfg"])
@@ -183,10 +183,22 @@ def main(argv=None):
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="only this dtype (default: both)")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--engine", action="store_true", help="instead: the training engine's full step vs the bare step (chapter 4)")
+    p.add_argument("--serve", action="store_true", help="instead: the OpenAI server (chapter 12): aggregate tokens/s and TTFT "
+                   "with --clients concurrent streaming clients, each request --new_tokens long")
+    p.add_argument("--ckpt", help="with --serve: the checkpoint to serve (default: a random model of --size)")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8], help="with --serve: concurrency levels")
+    p.add_argument("--threads", type=int, help="with --serve: torch threads of the server (default: all cores but one)")
     p.add_argument("--_probe", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._probe: print(_memory_probe(a._probe, a.size, a.dtype or "fp32", a.device)); return 0
     spec = SIZES[a.size]
+    if a.serve:
+        from minillm.serve import run_serve_bench, format_serve_table   # chapter 12 measures itself with this command
+        rows, title = run_serve_bench(a.ckpt, spec["cfg"], a.clients, a.new_tokens, a.device, rounds=a.rounds,
+                                      dtype={"fp32": "float32", "bf16": "bfloat16"}.get(a.dtype), threads=a.threads)
+        print(format_serve_table(rows, title))
+        if a.json: json.dump(rows, open(a.json, "w"), indent=1)
+        return 0
     if a.engine:
         from minillm.trainer import bench_engine       # chapter 4 measures itself with this chapter's step
         rows = bench_engine(a.size, dtype=a.dtype or "bf16")
