@@ -10,7 +10,7 @@ from transformers import PretrainedConfig
 # %% auto #0
 __all__ = ['BLOCK_PATTERN', 'MiniLLMConfig']
 
-# %% ../nbs/02a_config.ipynb #78ee92cc
+# %% ../nbs/02a_config.ipynb #22937fd7
 BLOCK_PATTERN = (0, 1, 2, 3, 1, 2, 3, 4)  # virtual layer -> unique layer, within one block of n_block
 
 class MiniLLMConfig(PretrainedConfig):
@@ -27,7 +27,8 @@ class MiniLLMConfig(PretrainedConfig):
                  use_moe: bool = False, n_routed_experts: int = 4, num_experts_per_tok: int = 2,
                  n_shared_experts: int = 0, aux_loss_alpha: float = 0.01, seq_aux: bool = True,
                  norm_topk_prob: bool = True, n_block: int | None = None, repeat_layer: bool = True,
-                 gradient_checkpointing: bool = False, initializer_range: float = 0.02, **kwargs):
+                 gradient_checkpointing: bool = False, initializer_range: float = 0.02,
+                 head_dim: int | None = None, qkv_bias: bool = False, **kwargs):
         if n_block is not None and n_layers is not None and n_layers != 8 * n_block and n_layers != 8:
             raise ValueError(f"n_layers={n_layers} conflicts with n_block={n_block}: n_block builds 8*n_block = "
                              f"{8 * n_block} virtual layers (leave n_layers unset)")
@@ -40,6 +41,9 @@ class MiniLLMConfig(PretrainedConfig):
             multiple_of * math.ceil(int(8 * dim / 3) / multiple_of) if isinstance(multiple_of, int) and multiple_of > 0 else None)
         self.norm_eps, self.max_seq_len, self.rope_theta, self.dropout = norm_eps, max_seq_len, rope_theta, dropout
         self.flash_attn, self.qk_norm = flash_attn, qk_norm
+        self.head_dim = head_dim if head_dim is not None else (
+            dim // n_heads if isinstance(dim, int) and isinstance(n_heads, int) and n_heads > 0 and dim % n_heads == 0 else None)
+        self.qkv_bias = qkv_bias
         self.use_moe, self.n_routed_experts, self.num_experts_per_tok = use_moe, n_routed_experts, num_experts_per_tok
         self.n_shared_experts, self.aux_loss_alpha, self.seq_aux = n_shared_experts, aux_loss_alpha, seq_aux
         self.norm_topk_prob, self.gradient_checkpointing = norm_topk_prob, gradient_checkpointing
@@ -54,9 +58,10 @@ class MiniLLMConfig(PretrainedConfig):
         for f in ("dim", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "multiple_of", "max_seq_len", "n_layers"):
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{f}={v!r} must be a positive integer")
-        need(self.dim % self.n_heads == 0, f"dim={self.dim} must be divisible by n_heads={self.n_heads}")
+        need(self.head_dim is not None, f"dim={self.dim} must be divisible by n_heads={self.n_heads} (or give head_dim)")
+        need(isinstance(self.head_dim, int) and self.head_dim > 0, f"head_dim={self.head_dim!r} must be a positive integer")
         need(self.n_heads % self.n_kv_heads == 0, f"n_heads={self.n_heads} must be divisible by n_kv_heads={self.n_kv_heads}")
-        need(self.head_dim % 2 == 0, f"head_dim = dim/n_heads = {self.dim}/{self.n_heads} = {self.head_dim} must be even for RoPE")
+        need(self.head_dim % 2 == 0, f"head_dim = {self.head_dim} (dim/n_heads = {self.dim}/{self.n_heads} unless given) must be even for RoPE")
         need(self.norm_eps > 0, f"norm_eps={self.norm_eps} must be > 0")
         need(self.rope_theta > 0, f"rope_theta={self.rope_theta} must be > 0")
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
@@ -67,9 +72,6 @@ class MiniLLMConfig(PretrainedConfig):
                  f"num_experts_per_tok={self.num_experts_per_tok} must be in 1..n_routed_experts={self.n_routed_experts}")
             need(self.n_shared_experts >= 0, f"n_shared_experts={self.n_shared_experts} must be >= 0")
             need(self.aux_loss_alpha >= 0, f"aux_loss_alpha={self.aux_loss_alpha} must be >= 0")
-
-    @property
-    def head_dim(self) -> int: return self.dim // self.n_heads
 
     @property
     def layer_map(self) -> list[int]:

@@ -76,15 +76,16 @@ class KVCache:
         for i in range(len(self.k)):
             if self.k[i] is not None: self.k[i], self.v[i] = self.k[i][index], self.v[i][index]
 
-# %% ../nbs/02b_model.ipynb #bdf14302
+# %% ../nbs/02b_model.ipynb #ba5224af
 class Attention(nn.Module):
     "Grouped-query self-attention with RoPE, optional QK-norm, through `scaled_dot_product_attention`."
     def __init__(self, cfg: MiniLLMConfig):
         super().__init__()
         self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * self.hd, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * self.hd, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * self.hd, bias=False)
+        b = cfg.qkv_bias                                                 # Qwen2-style q/k/v biases (import only)
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * self.hd, bias=b)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * self.hd, bias=b)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * self.hd, bias=b)
         self.o_proj = nn.Linear(cfg.n_heads * self.hd, cfg.dim, bias=False)
         self.q_norm = RMSNorm(self.hd, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.hd, cfg.norm_eps) if cfg.qk_norm else None
@@ -267,7 +268,7 @@ class MiniLLMModel(nn.Module):
             if aux is not None: aux_total = aux if aux_total is None else aux_total + aux
         return self.norm(x), aux_total
 
-# %% ../nbs/02b_model.ipynb #9f88f5d2
+# %% ../nbs/02b_model.ipynb #e6978daa
 class MiniLLMForCausalLM(nn.Module):
     "The MiniLLM language model: `MiniLLMModel` + an output head tied to the embedding."
     config_class = MiniLLMConfig
@@ -286,6 +287,7 @@ class MiniLLMForCausalLM(nn.Module):
         out_std = std / math.sqrt(2 * self.config.n_layers)
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"): nn.init.ones_(p)
+            elif name.endswith(".bias"): nn.init.zeros_(p)
             elif name.endswith(("o_proj.weight", "down_proj.weight", "experts.down_proj")): nn.init.normal_(p, 0.0, out_std)
             else: nn.init.normal_(p, 0.0, std)
 
@@ -328,10 +330,10 @@ def param_table(configs: dict[str, MiniLLMConfig]) -> list[dict]:
                          active_M=round(active / 1e6, 2)))
     return rows
 
-# %% ../nbs/02b_model.ipynb #8f655d3c
+# %% ../nbs/02b_model.ipynb #33937926
 def hf_config(cfg: MiniLLMConfig, **overrides):
-    "The equivalent standard transformers config: Llama, Qwen3 (qk_norm), Qwen3-MoE (MoE + qk_norm) or Qwen2-MoE (MoE)."
-    from transformers import LlamaConfig, Qwen3Config, Qwen3MoeConfig, Qwen2MoeConfig
+    "The equivalent standard transformers config: Llama, Qwen3 (qk_norm), Qwen2 (qkv_bias), Qwen3-MoE (MoE + qk_norm) or Qwen2-MoE (MoE)."
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig, Qwen2MoeConfig
     common = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.dim, num_hidden_layers=cfg.n_layers,
                   num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
                   max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, hidden_act="silu",
@@ -345,10 +347,14 @@ def hf_config(cfg: MiniLLMConfig, **overrides):
                    intermediate_size=cfg.hidden_dim)
         if cfg.n_shared_experts:
             if cfg.qk_norm: raise ValueError("qk_norm=True with n_shared_experts>0 has no standard transformers class")
-            return Qwen2MoeConfig(**common, **moe, qkv_bias=False,
+            return Qwen2MoeConfig(**common, **moe, qkv_bias=cfg.qkv_bias,
                                   shared_expert_intermediate_size=cfg.n_shared_experts * cfg.hidden_dim, **overrides)
         if not cfg.qk_norm: raise ValueError("an MoE without qk_norm and without a shared expert: use qk_norm=True (Qwen3-MoE)")
+        if cfg.qkv_bias: raise ValueError("qkv_bias=True with a Qwen3-MoE model has no standard transformers class")
         return Qwen3MoeConfig(**common, **moe, attention_bias=False, **overrides)
+    if cfg.qkv_bias:
+        if cfg.qk_norm: raise ValueError("qkv_bias=True with qk_norm=True has no standard transformers class")
+        return Qwen2Config(**common, intermediate_size=cfg.hidden_dim, use_sliding_window=False, **overrides)
     if cfg.qk_norm: return Qwen3Config(**common, intermediate_size=cfg.hidden_dim, attention_bias=False, **overrides)
     return LlamaConfig(**common, intermediate_size=cfg.hidden_dim, attention_bias=False, mlp_bias=False, **overrides)
 
