@@ -14,3 +14,6 @@ def test_main_job(tmp_path):
         assert (tmp_path / "out" / name).is_file(), name
     acc = re.search(r"held-out answer accuracy: (\d+)%", out.stdout)
     assert acc and int(acc.group(1)) >= 50, out.stdout[-2000:]      # the pipeline produced a model that answers
+    table = out.stdout[out.stdout.index("| stage | measured on held-out data"):]
+    for stage in ("tokenizer", "pretraining", "SFT", "LoRA", "DPO", "reasoning", "distillation"):
+        assert f"| {stage} |" in table, table                        # the effects table ends the job

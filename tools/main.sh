@@ -7,7 +7,8 @@
 #   5. align it with DPO on data/dpo.jsonl,
 #   6. teach it multi-digit addition from step-by-step traces (data/r1_mix_1024.jsonl),
 #   7. distil the pretrained model into a student half as wide and deep (knowledge distillation).
-# Everything is written under ./out (override with OUT=...). Extra arguments go to both training stages.
+# Everything is written under ./out (override with OUT=...). Extra arguments go to every training stage.
+# It ends with the effects table (what each stage changed on held-out data) and where every artefact is.
 source "$(dirname "$0")/env.sh" runtime
 OUT="${OUT:-$MINILLM_ROOT/out}"
 DEMO=(--dim 128 --n_layers 4 --n_heads 4 --n_kv_heads 2 --max_seq_len 256 --batch_size 16)
@@ -28,4 +29,16 @@ python -m minillm.train.distill --teacher_ckpt "$OUT/pretrain_128" --student_dim
   --max_seq_len 256 --data_kind pretrain --data_path "$MINILLM_ROOT/data/pretrain_hq.jsonl" \
   --eval_data_path "$MINILLM_ROOT/data/eval/pretrain_eval.jsonl" --distillation_mode logit --alpha 0 --temperature 1 \
   --epochs 3 --batch_size 16 --learning_rate 3e-3 --out_dir "$OUT" "$@"
-echo "== done: tokenizer in $OUT/tokenizer; checkpoints $OUT/pretrain_128, $OUT/full_sft_128, $OUT/rlhf_128, $OUT/reason_128, $OUT/full_dist_64; PEFT adapter $OUT/lora_identity_128 =="
+echo "== what each stage did, measured on held-out data (python -m minillm.report) =="
+python -m minillm.report --out_dir "$OUT"
+cat <<EOF2
+== done. Artefacts:
+  tokenizer            $OUT/tokenizer
+  pretrained model     $OUT/pretrain_128
+  SFT model            $OUT/full_sft_128      (chat: python -m minillm.eval --ckpt $OUT/full_sft_128)
+  LoRA adapter (PEFT)  $OUT/lora_identity_128
+  DPO model            $OUT/rlhf_128
+  reasoning model      $OUT/reason_128        (python -m minillm.eval --ckpt $OUT/reason_128 --show_think)
+  distilled student    $OUT/full_dist_64
+  serve one:           python -m minillm.serve --ckpt $OUT/full_sft_128
+EOF2
