@@ -40,7 +40,7 @@ def distill_loss(student_logits, teacher_logits, labels, mode: str = "logit", te
     else: kd = F.cross_entropy(s, t.argmax(-1))
     return alpha * ce + (1 - alpha) * kd, {"ce": ce.detach(), "distill": kd.detach(), "tokens": mask.sum()}
 
-# %% ../../nbs/09_distillation.ipynb #d794f8b1
+# %% ../../nbs/09_distillation.ipynb #ca24a0a7
 def load_teacher(a, tok):
     "The frozen teacher: a MiniLLM checkpoint (`--teacher_ckpt`) or a transformers model (`--teacher_model_type hf`)."
     if a.teacher_model_type == "hf":
@@ -50,7 +50,8 @@ def load_teacher(a, tok):
         if name.endswith(".gguf") and Path(name).is_file():     # a llama.cpp file: transformers dequantises it
             name, kw = str(Path(name).parent), {"gguf_file": Path(name).name}
         ttok = AutoTokenizer.from_pretrained(name, trust_remote_code=a.trust_remote_code, **kw)
-        if ttok.get_vocab() != {k: v for k, v in tok.get_vocab().items() if k in ttok.get_vocab()} or len(ttok) > len(tok):
+        tv, sv = ttok.get_vocab(), tok.get_vocab()
+        if len(ttok) > len(tok) or any(sv.get(k) != v for k, v in tv.items()):      # every teacher token: same id for the student
             raise ValueError(f"teacher {name} uses a different tokenizer than the student ({len(ttok)} vs {len(tok)} tokens, "
                              "or different ids): distillation needs the same vocabulary; pass the teacher's --tokenizer_dir")
         return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=a.trust_remote_code, dtype=torch.float32, **kw)
