@@ -244,7 +244,7 @@ def lm_loss(model, batch):
     loss = out.loss + out.aux_loss if out.aux_loss is not None else out.loss
     return loss, {"ce": out.loss.detach(), "tokens": (batch["labels"][:, 1:] != -100).sum()}
 
-# %% ../nbs/04_trainer.ipynb #3e4a41f5
+# %% ../nbs/04_trainer.ipynb #e5666e88
 class Trainer:
     "The one training engine. A stage passes a model, datasets, a loss function and `TrainArgs`."
     def __init__(self, model, args: TrainArgs, train_dataset, eval_dataset=None, loss_fn: Callable = lm_loss,
@@ -411,7 +411,7 @@ class Trainer:
                     tok_since += batch["input_ids"].numel() * self.dist.world
                     if not last: continue
                     self.scaler.unscale_(self.optimizer)
-                    params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                    params = list(self.model.parameters()) + (list(self.loss_module.parameters()) if self.loss_module is not None else [])
                     if self.loss_module is not None and self.dist.world > 1:      # DDP syncs the model's grads only
                         for p in self.loss_module.parameters():
                             if p.grad is not None: dist.all_reduce(p.grad); p.grad /= self.dist.world
