@@ -17,10 +17,10 @@ from torch.utils.checkpoint import checkpoint
 from .config import MiniLLMConfig
 
 # %% auto #0
-__all__ = ['VOCAB_KEYS', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'KVCache', 'Attention', 'MLP', 'Router',
+__all__ = ['DTYPES', 'VOCAB_KEYS', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'KVCache', 'Attention', 'MLP', 'Router',
            'Experts', 'MoE', 'DecoderLayer', 'CausalLMOutput', 'MiniLLMModel', 'MiniLLMForCausalLM', 'param_table',
-           'hf_config', 'hf_state_dict', 'process_logits', 'stream_generate', 'generate', 'load_weights',
-           'save_pretrained', 'from_pretrained']
+           'hf_config', 'hf_state_dict', 'process_logits', 'stream_generate', 'generate', 'torch_dtype',
+           'resolve_device', 'load_weights', 'save_pretrained', 'from_pretrained']
 
 # %% ../nbs/02b_model.ipynb #200fc2a9
 class RMSNorm(nn.Module):
@@ -438,7 +438,23 @@ def generate(model, input_ids, attention_mask=None, **kwargs) -> torch.Tensor:
 MiniLLMForCausalLM.generate = generate
 MiniLLMForCausalLM.stream_generate = stream_generate
 
-# %% ../nbs/02b_model.ipynb #203c3ea4
+# %% ../nbs/02b_model.ipynb #d1e5a78d
+DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+          "float32": torch.float32, "fp32": torch.float32}
+
+def torch_dtype(dtype, flag: str = "--dtype") -> torch.dtype:
+    "The torch dtype named `dtype` (`bfloat16`/`bf16`, `float16`/`fp16`, `float32`/`fp32`), or `dtype` itself."
+    if isinstance(dtype, torch.dtype): return dtype
+    if dtype not in DTYPES: raise ValueError(f"{flag}={dtype!r}: expected one of bfloat16, float16, float32")
+    return DTYPES[dtype]
+
+def resolve_device(device: str = "auto") -> str:
+    "`auto`: CUDA, else Apple's MPS, else the CPU; any other value as given."
+    if device != "auto": return device
+    if torch.cuda.is_available(): return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return "mps"
+    return "cpu"
+
 def _atomic_write(path: Path, write):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
