@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 # %% auto #0
-__all__ = ['EOT', 'IM_START', 'IM_END', 'THINK_TAGS', 'SPECIAL_TOKENS', 'DEFAULT_SYSTEM_PROMPT', 'DEFAULT_MIX',
-           'TokenizerNotFoundError', 'iter_texts', 'chatml_template', 'train_tokenizer', 'split_think',
-           'default_tokenizer_dir', 'load_tokenizer', 'is_heldout', 'corpus_dir', 'corpus_texts',
-           'build_default_tokenizer', 'chars_per_token', 'smollm2_gguf', 'mistral_sentencepiece', 'describe_tokenizer',
-           'main']
+__all__ = ['EOT', 'IM_START', 'IM_END', 'THINK_TAGS', 'SPECIAL_TOKENS', 'DEFAULT_SYSTEM_PROMPT', 'EOD_CANDIDATES', 'DEFAULT_MIX',
+           'TOKENIZER_FILES', 'TokenizerNotFoundError', 'iter_texts', 'chatml_template', 'train_tokenizer',
+           'split_think', 'default_tokenizer_dir', 'load_tokenizer', 'is_heldout', 'corpus_dir', 'corpus_texts',
+           'build_default_tokenizer', 'chars_per_token', 'smollm2_gguf', 'mistral_sentencepiece',
+           'TokenizerMismatchError', 'has_tokenizer', 'same_tokenizer', 'tokenizer_for_checkpoint', 'save_tokenizer',
+           'vocab_row_map', 'describe_tokenizer', 'main']
 
 # %% ../nbs/01_tokenizer.ipynb #f3a76f79
 EOT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -140,25 +141,61 @@ def default_tokenizer_dir() -> Path:
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep * 2 in name or name.count("/") > 1 or (os.altsep or "\0") in name
 
+_PIP_NAMES = {"google": "protobuf", "mistral_common": "mistral-common", "sentencepiece": "sentencepiece",
+              "tiktoken": "tiktoken", "tokenizers": "tokenizers", "jinja2": "jinja2"}
+
+def _from_pretrained(src: str, trust_remote_code: bool, **kwargs):
+    "AutoTokenizer.from_pretrained with its failures turned into one-line `TokenizerNotFoundError`s."
+    from transformers import AutoTokenizer
+    try:
+        return AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **kwargs)
+    except ImportError as e:                        # e.g. Tekken needs tiktoken, SentencePiece needs sentencepiece
+        mod = (getattr(e, "name", None) or "").split(".")[0]
+        pkg = _PIP_NAMES.get(mod, mod) or "the package named in: " + str(e).splitlines()[0]
+        raise TokenizerNotFoundError(f"loading the tokenizer from {src!r} needs the Python package {pkg!r}: pip install {pkg}") from None
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TokenizerNotFoundError(f"could not load a tokenizer from {src!r}: it is not a local folder and the "
+                                     f"hub could not provide it (offline?). Cause: {first}") from None
+
+def _hub_unreachable(name: str, timeout: float = 3.0) -> str | None:
+    "None if the hub answers for `name` within `timeout` seconds, else why not (one short attempt, no retries)."
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"): return "HF_HUB_OFFLINE is set"
+    try:
+        from huggingface_hub import HfApi
+        HfApi().model_info(name, timeout=timeout)
+        return None
+    except Exception as e:                          # any failure: DNS, refused, timeout, 404, gated
+        return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+EOD_CANDIDATES = (EOT, "<|end_of_text|>", "</s>", "<|im_end|>", "<|eot_id|>")
+
 def load_tokenizer(tokenizer_dir: str | Path | None = None, trust_remote_code: bool = False,
                    ensure_chat_template: bool = True, **kwargs):
-    """Load a tokenizer: the shipped one (`None`), a local folder, or a hub name. Adds a pad token (eos, else
-    `<pad>`) and, if `ensure_chat_template`, the ChatML template when missing. Model vocab = `len(tokenizer)`."""
-    from transformers import AutoTokenizer
+    """Load a tokenizer: the shipped one (`None`), a local folder, or a hub name. Guarantees an end-of-sequence token
+    (an existing end-of-document token, else a new `<|endoftext|>`) and a pad token (eos, else `<pad>`) and, if
+    `ensure_chat_template`, the ChatML template when missing. Model vocab = `len(tokenizer)`."""
     src = default_tokenizer_dir() if tokenizer_dir is None else tokenizer_dir
     path = Path(src).expanduser()
     if path.exists():
         if not path.is_dir(): raise TokenizerNotFoundError(f"tokenizer path is not a folder: {src}")
-        src = str(path)
+        tok = _from_pretrained(str(path), trust_remote_code, **kwargs)
     elif isinstance(src, Path) or _looks_like_path(str(src)):
         raise TokenizerNotFoundError(f"tokenizer folder not found: {src}")
-    try:
-        tok = AutoTokenizer.from_pretrained(str(src), trust_remote_code=trust_remote_code, **kwargs)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TokenizerNotFoundError(f"could not load a tokenizer from {str(src)!r}: it is not a local folder and the "
-                                     f"hub could not provide it (offline?). Cause: {first}") from None
-    added = []
+    else:                                           # a hub name: the local cache first, then one short look online
+        try: tok = _from_pretrained(str(src), trust_remote_code, local_files_only=True, **kwargs)
+        except TokenizerNotFoundError as cached_error:
+            if "needs the Python package" in str(cached_error): raise
+            why = _hub_unreachable(str(src))
+            if why: raise TokenizerNotFoundError(f"could not load a tokenizer from {str(src)!r}: it is not a local folder, "
+                                                 f"not in the local cache, and the hub is not reachable ({why})") from None
+            tok = _from_pretrained(str(src), trust_remote_code, **kwargs)
+    added, notes = [], []
+    if tok.eos_token is None:                       # e.g. Tekken: documents need an end marker to be packed
+        vocab = tok.get_vocab()
+        found = next((t for t in EOD_CANDIDATES if t in vocab), None)
+        if found: tok.eos_token = found; notes.append(f"no eos token: using {found!r} (id {vocab[found]}) as end of text")
+        else: tok.add_special_tokens({"eos_token": EOT}); added.append(EOT); notes.append(f"no eos token: added {EOT!r}")
     if tok.pad_token is None:
         if tok.eos_token is not None: tok.pad_token = tok.eos_token
         else: tok.add_special_tokens({"pad_token": "<pad>"}); added.append("<pad>")
@@ -166,7 +203,8 @@ def load_tokenizer(tokenizer_dir: str | Path | None = None, trust_remote_code: b
         new = [t for t in (IM_START, IM_END) if t not in tok.get_vocab()]
         if new: tok.add_special_tokens({"additional_special_tokens": new}); added += new
         tok.chat_template = chatml_template()
-    if added: warnings.warn(f"added tokens {added} to the tokenizer from {src}: the model's vocabulary is len(tokenizer) = {len(tok)}")
+    if added: notes.append(f"added tokens {added}: the model's vocabulary is len(tokenizer) = {len(tok)}")
+    if notes: warnings.warn(f"tokenizer from {src}: " + "; ".join(notes))
     return tok
 
 # %% ../nbs/01_tokenizer.ipynb #04768a46
@@ -221,6 +259,56 @@ def mistral_sentencepiece(version: str = "v3") -> Path | None:
         d.mkdir(exist_ok=True)
         tmp = Path(tempfile.mkstemp(dir=d)[1]); shutil.copy(found[0], tmp); os.replace(tmp, d / "tokenizer.model")
     return d
+
+# %% ../nbs/01_tokenizer.ipynb #9522d628
+class TokenizerMismatchError(ValueError):
+    "A tokenizer that is not the one a checkpoint was trained with."
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tekken.json")
+
+def has_tokenizer(folder: str | Path) -> bool:
+    "Whether `folder` holds a tokenizer (as `save_pretrained` writes it)."
+    return any((Path(folder) / f).is_file() for f in TOKENIZER_FILES)
+
+def same_tokenizer(a, b) -> bool:
+    "Same size, same token strings at the same ids, and the same chat template."
+    return len(a) == len(b) and a.get_vocab() == b.get_vocab() and (a.chat_template or "") == (b.chat_template or "")
+
+def _config_vocab(folder: Path) -> int | None:
+    try: return json.loads((folder / "config.json").read_text()).get("vocab_size")
+    except (OSError, ValueError): return None
+
+def tokenizer_for_checkpoint(ckpt_dir: str | Path, tokenizer_dir: str | Path | None = None, trust_remote_code: bool = False,
+                             resize_vocab: bool = False, flag: str = "--tokenizer_dir"):
+    """The tokenizer to use with the checkpoint at `ckpt_dir`: its own by default. `tokenizer_dir` must agree with it,
+    unless `resize_vocab` (then `tokenizer_dir`'s is returned and the caller re-maps rows with `vocab_row_map`)."""
+    ckpt = Path(ckpt_dir)
+    if has_tokenizer(ckpt):
+        own = load_tokenizer(ckpt, trust_remote_code)
+        if tokenizer_dir is None: return own
+        other = load_tokenizer(tokenizer_dir, trust_remote_code)
+        if same_tokenizer(own, other) or resize_vocab: return other
+        raise TokenizerMismatchError(
+            f"{flag} {tokenizer_dir} ({len(other)} tokens) is not the tokenizer {ckpt} was trained with ({len(own)} tokens): "
+            f"drop {flag} to use the checkpoint's own, or pass --resize_vocab to re-map the vocabulary by token string")
+    tok = load_tokenizer(tokenizer_dir, trust_remote_code)
+    rows = _config_vocab(ckpt)
+    what = tokenizer_dir or "the tokenizer shipped with MiniLLM"
+    if rows is not None and rows != len(tok) and not resize_vocab:
+        raise TokenizerMismatchError(f"{ckpt} has no tokenizer and its vocabulary has {rows} rows, but {what} has {len(tok)} "
+                                     f"tokens: pass {flag} with the tokenizer it was trained with")
+    warnings.warn(f"{ckpt} has no tokenizer (a checkpoint from an older MiniLLM): assuming {what} ({len(tok)} tokens)")
+    return tok
+
+def save_tokenizer(tok, folder: str | Path):
+    "Write `tok` into a checkpoint folder (the standard Hugging Face files)."
+    tok.save_pretrained(str(folder))
+
+def vocab_row_map(old_tok, new_tok) -> tuple[list[int], list[int]]:
+    "(new ids, old ids) of the token strings both tokenizers share: the embedding rows to copy when re-mapping."
+    old = old_tok.get_vocab()
+    pairs = sorted((i, old[t]) for t, i in new_tok.get_vocab().items() if t in old)
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 # %% ../nbs/01_tokenizer.ipynb #8c8f0c91
 def describe_tokenizer(tok, heldout: dict | None = None) -> str:
