@@ -5,7 +5,7 @@
 # %% ../nbs/04_trainer.ipynb #20e70768
 from __future__ import annotations
 import argparse, contextlib, gc, json, math, os, random, shutil, signal, sys, tempfile, time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -15,24 +15,23 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .config import MiniLLMConfig
-from .model import MiniLLMForCausalLM, resolve_device, torch_dtype
+from .model import MiniLLMForCausalLM, resolve_device
+from .perf import Peak, configure_threads, dtype_name, flops_per_token, resolve_dtype
 
 # %% auto #0
-__all__ = ['DEMO_MODEL_ARGS', 'DEMO_PRETRAIN_ARGS', 'DEMO_SFT_ARGS', 'resolve_dtype', 'Dist', 'init_distributed',
-           'tune_cpu_allocator', 'ResumableSampler', 'make_optimizer', 'lr_lambda', 'rng_state', 'set_rng_state',
-           'save_checkpoint', 'find_checkpoint', 'load_resume_state', 'shard_model', 'fsdp_full_state',
-           'fsdp_load_full_state', 'TrainArgs', 'add_train_args', 'train_args_from', 'sequence_logps', 'lm_loss',
-           'Trainer', 'shutdown_distributed', 'add_model_args', 'add_data_args', 'stage_parser', 'init_checkpoint',
-           'checkpoint_name', 'model_config_from_args', 'demo_data', 'chat_generate', 'answer_accuracy', 'read_records',
-           'trace_accuracy', 'preference_margins', 'heldout_loss', 'stage_cache', 'stage_datasets', 'load_init_model',
-           'run_stage', 'bench_engine']
+__all__ = ['POSITIVE', 'NON_NEGATIVE', 'training_dtype', 'Dist', 'init_distributed', 'tune_cpu_allocator', 'ResumableSampler',
+           'make_optimizer', 'lr_lambda', 'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint',
+           'checkpoint_info', 'load_resume_state', 'shard_model', 'fsdp_full_state', 'fsdp_load_full_state',
+           'TrainArgs', 'checked', 'add_train_args', 'train_args_from', 'LossOutput', 'Loss', 'lm_loss', 'Trainer',
+           'state', 'save', 'try_resume', 'loader', 'autocast', 'evaluate', 'micro_step', 'optimizer_step', 'RunLog',
+           'fit', 'shutdown_distributed', 'bench_engine']
 
 # %% ../nbs/04_trainer.ipynb #4f3282a1
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    "The training dtype (`resolve_device` and `torch_dtype` come from chapter 2); fp16 only where a GradScaler exists."
-    dt = torch_dtype(dtype)
+def training_dtype(dtype: str, device: str) -> torch.dtype:
+    "The dtype a run trains in: `resolve_dtype` (which handles `auto`), and fp16 only where a GradScaler exists."
+    dt = resolve_dtype(dtype, device)
     if dt == torch.float16 and not device.startswith("cuda"):
-        raise ValueError(f"--dtype=float16 needs CUDA (GradScaler); on {device} use bfloat16 (fp16 on CPU is ~80x slower)")
+        raise ValueError(f"--dtype=float16 needs CUDA (GradScaler); on {device} use float32 or auto (fp16 on CPU is ~80x slower)")
     return dt
 
 @dataclass
@@ -122,16 +121,23 @@ def _unwrap_model(model):
     model = getattr(model, "module", model)             # DDP
     return getattr(model, "_orig_mod", model)           # torch.compile
 
-def save_checkpoint(out_dir: str | Path, name: str, model, resume_state: dict | None = None, export_fn: Callable | None = None):
-    """Write model (+ resume state) to `out_dir/name` atomically: temp folder, completion marker, swap.
-    `export_fn(model, folder)` writes a stage's own artefact instead of the full model (e.g. a LoRA adapter)."""
+def save_checkpoint(out_dir: str | Path, name: str, model, resume_state: dict | None = None, export_fn: Callable | None = None,
+                    tokenizer=None, finished: bool = True, meta: dict | None = None):
+    """Write model (+ its tokenizer, + resume state) to `out_dir/name` atomically: temp folder, completion marker, swap.
+    `export_fn(model, folder)` writes a stage's own artefact instead of the full model (e.g. a LoRA adapter).
+    `finished=False` (a periodic or interrupted save) marks the folder as a partial run, in `COMPLETE` and in `PARTIAL`."""
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     final, tmp, old = out / name, out / f"{name}.tmp", out / f"{name}.old"
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     (export_fn or (lambda m, f: m.save_pretrained(f)))(_unwrap_model(model), tmp)
+    if tokenizer is not None: tokenizer.save_pretrained(str(tmp))     # the checkpoint carries its tokenizer
     if resume_state is not None: torch.save(resume_state, tmp / "resume.pt")
-    (tmp / "COMPLETE").write_text(json.dumps({"step": (resume_state or {}).get("step")}))
+    step = (resume_state or {}).get("step")
+    if not finished:
+        (tmp / "PARTIAL").write_text(f"A partial run: saved at step {step} of {(meta or {}).get('total_steps', '?')}, before "
+                                     "training finished. Continue it with the same command and --resume.\n")
+    (tmp / "COMPLETE").write_text(json.dumps({"step": step, "finished": finished, **(meta or {})}))
     if final.exists():
         if old.exists(): shutil.rmtree(old)
         os.replace(final, old)
@@ -145,6 +151,11 @@ def find_checkpoint(out_dir: str | Path, name: str) -> Path | None:
     for p in (out / name, out / f"{name}.tmp", out / f"{name}.old"):
         if (p / "COMPLETE").is_file(): return p
     return None
+
+def checkpoint_info(folder: str | Path) -> dict:
+    "What `COMPLETE` says of a checkpoint folder (`step`, `finished`, ...); `{}` for a folder written elsewhere."
+    try: return json.loads((Path(folder) / "COMPLETE").read_text() or "{}")
+    except (OSError, ValueError): return {}
 
 def load_resume_state(folder: Path) -> dict:
     return torch.load(folder / "resume.pt", map_location="cpu", weights_only=True)
@@ -194,7 +205,7 @@ class TrainArgs:
     warmup_steps: int = 0            # 0: 2% of the steps
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    dtype: str = "bfloat16"
+    dtype: str = "auto"              # auto | bfloat16 | float16 | float32 (chapter 2c decides `auto`)
     device: str = "auto"
     seed: int = 42
     log_interval: int = 10
@@ -211,52 +222,81 @@ class TrainArgs:
     wandb_project: str = "MiniLLM"
     progress: bool = True
 
+POSITIVE = {"epochs", "batch_size", "accumulation_steps", "log_interval", "eval_batches"}   # >= 1
+NON_NEGATIVE = {"max_steps", "warmup_steps", "eval_interval", "save_interval", "num_workers", "learning_rate",
+                "min_lr_ratio", "weight_decay", "grad_clip"}
+
+def checked(kind, name: str, minimum: float | None = None):
+    "An argparse `type` converting with `kind` and refusing values below `minimum`, naming the flag."
+    def conv(text):
+        try: v = kind(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"--{name} expects {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if minimum is not None and v < minimum: raise argparse.ArgumentTypeError(f"--{name} must be >= {minimum}, got {text}")
+        if kind is float and not math.isfinite(v): raise argparse.ArgumentTypeError(f"--{name} must be finite, got {text}")
+        return v
+    conv.__name__ = kind.__name__
+    return conv
+
 def add_train_args(p: argparse.ArgumentParser, **defaults) -> argparse.ArgumentParser:
-    "Add every `TrainArgs` field to parser `p` (booleans as --flag/--no-flag), with stage `defaults`."
+    "Add every `TrainArgs` field to parser `p` (booleans as --flag/--no-flag, numbers range-checked), with stage `defaults`."
+    g = p.add_argument_group("training")
     for name, f in TrainArgs.__dataclass_fields__.items():
         default = defaults.get(name, f.default)
-        if f.type in ("bool", bool): p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default)
-        else: p.add_argument(f"--{name}", type={"int": int, "float": float, "str": str}.get(f.type, str), default=default)
+        if f.type in ("bool", bool): g.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default)
+        elif f.type in ("int", "float"):
+            lo = 1 if name in POSITIVE else (0 if name in NON_NEGATIVE else None)
+            g.add_argument(f"--{name}", type=checked(int if f.type == "int" else float, name, lo), default=default)
+        else: g.add_argument(f"--{name}", default=default)
     return p
 
 def train_args_from(ns: argparse.Namespace) -> TrainArgs:
     return TrainArgs(**{k: getattr(ns, k) for k in TrainArgs.__dataclass_fields__ if hasattr(ns, k)})
 
-def sequence_logps(model, input_ids, labels, average: bool = False):
-    "Sum (or mean, `average`) of log p(label_t | tokens < t) over the labelled positions of each sequence: `[B]`."
-    logits = model(input_ids).logits[:, :-1].float()
-    target = labels[:, 1:]
-    mask = target != -100
-    lp = torch.gather(logits.log_softmax(-1), 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
-    return lp.sum(-1) / mask.sum(-1).clamp(min=1) if average else lp.sum(-1)
+# %% ../nbs/04_trainer.ipynb #f54615d4
+@dataclass
+class LossOutput:
+    "What a stage's loss returns to the engine."
+    loss: torch.Tensor                           # the scalar to backpropagate (a mean over this micro-batch)
+    tokens: torch.Tensor | int | None = None     # target tokens `loss` (or `ce`) averages over: weights validation means
+    ce: torch.Tensor | None = None               # the cross-entropy to report as validation loss (default: `loss`)
+    metrics: dict = field(default_factory=dict)  # anything else to log, averaged over the micro-batches of a log interval
 
-def lm_loss(model, batch):
-    "The language-model loss (+ MoE aux loss). Returns (loss, metrics)."
+class Loss(torch.nn.Module):
+    """Base of a stage loss with parameters, state or a per-step hook. `forward(model, batch) -> LossOutput`; its
+    parameters are trained with the model's, its `state_dict()` is saved for --resume, `on_step` runs after each step."""
+    def on_step(self, trainer) -> None: pass
+
+def lm_loss(model, batch) -> LossOutput:
+    "The language-model loss (+ MoE aux loss)."
     out = model(batch["input_ids"], labels=batch["labels"])
     loss = out.loss + out.aux_loss if out.aux_loss is not None else out.loss
-    return loss, {"ce": out.loss.detach(), "tokens": (batch["labels"][:, 1:] != -100).sum()}
+    return LossOutput(loss, tokens=(batch["labels"][:, 1:] != -100).sum(), ce=out.loss.detach())
 
-# %% ../nbs/04_trainer.ipynb #e5666e88
+# %% ../nbs/04_trainer.ipynb #9b44b8a0
+def _method(cls):
+    "Attach the decorated function to `cls` as a method (build a class up across notebook cells)."
+    def attach(f): setattr(cls, f.__name__, f); return f
+    return attach
+
 class Trainer:
     "The one training engine. A stage passes a model, datasets, a loss function and `TrainArgs`."
     def __init__(self, model, args: TrainArgs, train_dataset, eval_dataset=None, loss_fn: Callable = lm_loss,
                  collate_fn=None, dist_info: Dist | None = None, device: str | None = None,
-                 frozen_models: Sequence = (), export_fn: Callable | None = None):
-        self.args, self.loss_fn, self.export_fn = args, loss_fn, export_fn
+                 frozen_models: Sequence = (), export_fn: Callable | None = None, tokenizer=None):
+        self.args, self.loss_fn, self.export_fn, self.tokenizer = args, loss_fn, export_fn, tokenizer
         self.dist = dist_info or Dist()
         self.device = device or resolve_device(args.device)
-        self.dtype = resolve_dtype(args.dtype, self.device)
+        self.dtype = training_dtype(args.dtype, self.device)
         self.dev_type = "cuda" if self.device.startswith("cuda") else ("mps" if self.device.startswith("mps") else "cpu")
+        self.threads = configure_threads(args.num_workers) if self.dev_type == "cpu" else None
         if self.device == "cpu": tune_cpu_allocator()
         torch.manual_seed(args.seed)
         self.model = model.to(self.device)
-        # A loss that is an nn.Module may own trainable parameters (a feature-distillation projection) and state (an
-        # EMA teacher): the engine moves it to the device, optimises its parameters with the model's, averages their
-        # gradients across ranks, saves its state in resume.pt and calls its `on_step(trainer)` after every step.
         self.loss_module = loss_fn.to(self.device) if isinstance(loss_fn, torch.nn.Module) else None
         for m in frozen_models:                  # e.g. DPO's reference model: on the device, eval mode, no gradients
             m.to(self.device).eval().requires_grad_(False)
         if args.gradient_checkpointing and hasattr(model, "set_gradient_checkpointing"): model.set_gradient_checkpointing(True)
+        # -- the size of the run
         self.train_dataset, self.eval_dataset, self.collate_fn = train_dataset, eval_dataset, collate_fn
         self.sampler = ResumableSampler(len(train_dataset), args.seed, self.dist.rank, self.dist.world)
         per_rank = len(train_dataset) // self.dist.world
@@ -266,6 +306,7 @@ class Trainer:
                              f"is larger than the dataset ({len(train_dataset)} examples)")
         self.steps_per_epoch = self.micro_per_epoch // args.accumulation_steps
         self.total_steps = args.max_steps if args.max_steps > 0 else args.epochs * self.steps_per_epoch
+        # -- sharding, optimizer, schedule, loss scaling
         self.fsdp = args.fsdp and self.dist.world > 1
         if self.fsdp:
             if export_fn is not None or (self.loss_module is not None and any(True for _ in self.loss_module.parameters())):
@@ -276,6 +317,7 @@ class Trainer:
         warm = args.warmup_steps or max(1, int(0.02 * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(warm, self.total_steps, args.min_lr_ratio))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        # -- the run's state (what resume.pt restores)
         self.step, self.epoch, self.micro = 0, 0, 0
         self.history: list[dict] = []
         self._stop_signal = None
@@ -286,380 +328,247 @@ class Trainer:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.dist.local_rank] if self.dev_type == "cuda" else None)
         if args.compile: self.ddp_model = torch.compile(self.ddp_model)
 
-    # -- checkpoints ---------------------------------------------------------------------------------
-    def state(self, optimizer_state: dict | None = None) -> dict:
-        trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad} if self.export_fn else None
-        return {"trainable": trainable, "step": self.step, "epoch": self.epoch, "micro": self.micro,
-                "optimizer": optimizer_state if optimizer_state is not None else self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
-                "world": self.dist.world, "history": self.history,
-                "loss_state": self.loss_module.state_dict() if self.loss_module is not None else None}
+    @property
+    def interrupted(self) -> bool:
+        "Whether the last `fit` was stopped by SIGINT/SIGTERM before its last step."
+        return self._stop_signal is not None and self.step < self.total_steps
 
-    def save(self):
-        if self.fsdp:        # every rank takes part in gathering the full weights and optimizer state; rank 0 writes
-            model, optim = fsdp_full_state(self.model, self.optimizer)
-            if self.dist.main: save_checkpoint(self.args.out_dir, self.args.save_name, model, self.state(optim))
-        elif self.dist.main: save_checkpoint(self.args.out_dir, self.args.save_name, self.model, self.state(), self.export_fn)
-        if self.dist.world > 1: dist.barrier()
+    def header(self) -> str:
+        "One line saying what this run chose for this machine."
+        return (f"device {self.device}, dtype {dtype_name(self.dtype)}" + (f", {self.threads}" if self.threads else "")
+                + f", world {self.dist.world}" + (" (FSDP)" if self.fsdp else ""))
 
-    def try_resume(self) -> bool:
-        "Restore everything from the latest complete checkpoint, if `--resume` and one exists."
-        if not self.args.resume: return False
-        folder = find_checkpoint(self.args.out_dir, self.args.save_name)
-        if folder is None or not (folder / "resume.pt").is_file():
-            if self.dist.main: print(f"[train] --resume: no checkpoint in {Path(self.args.out_dir) / self.args.save_name}; starting fresh")
-            return False
-        from safetensors.torch import load_file
-        from minillm.model import load_weights
-        st = load_resume_state(folder)
-        if st.get("trainable") is not None:      # a stage with its own artefact: restore the trained parameters
-            params = dict(self.model.named_parameters())
-            missing = sorted(set(st["trainable"]) - set(params))
-            if missing: raise ValueError(f"checkpoint {folder} has parameters this model lacks: {missing[:5]}")
-            with torch.no_grad():
-                for n, v in st["trainable"].items(): params[n].copy_(v)
-        elif not self.fsdp: load_weights(self.model, {k: v.to(self.device) for k, v in load_file(str(folder / "model.safetensors")).items()})
-        if st.get("world", 1) != self.dist.world:
-            raise ValueError(f"checkpoint was written by {st.get('world')} processes, this run has {self.dist.world}: the data position would not match")
-        if self.fsdp: fsdp_load_full_state(self.model, self.optimizer, load_file(str(folder / "model.safetensors")), st["optimizer"])
-        else: self.optimizer.load_state_dict(st["optimizer"])
-        self.scheduler.load_state_dict(st["scheduler"])
-        self.scaler.load_state_dict(st["scaler"])
-        self.step, self.epoch, self.micro, self.history = st["step"], st["epoch"], st["micro"], list(st.get("history", []))
-        if self.loss_module is not None and st.get("loss_state") is not None: self.loss_module.load_state_dict(st["loss_state"])
-        set_rng_state(st["rng"])
-        if self.dist.main: print(f"[train] resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.micro})")
-        return True
+# %% ../nbs/04_trainer.ipynb #cf3aef20
+@_method(Trainer)
+def state(self, optimizer_state: dict | None = None) -> dict:
+    trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad} if self.export_fn else None
+    return {"trainable": trainable, "step": self.step, "epoch": self.epoch, "micro": self.micro,
+            "optimizer": optimizer_state if optimizer_state is not None else self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
+            "world": self.dist.world, "history": self.history,
+            "loss_state": self.loss_module.state_dict() if self.loss_module is not None else None}
 
-    # -- evaluation ----------------------------------------------------------------------------------
-    def loader(self, dataset, sampler=None):
-        # A private generator: creating a DataLoader iterator otherwise draws from the global RNG, and a resumed
-        # run creates one more iterator (mid-epoch) than an uninterrupted one.
-        g = torch.Generator().manual_seed(self.args.seed + self.epoch)
-        return torch.utils.data.DataLoader(dataset, batch_size=self.args.batch_size, sampler=sampler, shuffle=False, generator=g,
-                                           drop_last=sampler is not None, collate_fn=self.collate_fn, num_workers=self.args.num_workers)
+@_method(Trainer)
+def save(self, finished: bool = False):
+    meta = {"total_steps": self.total_steps}
+    if self.fsdp:        # every rank takes part in gathering the full weights and optimizer state; rank 0 writes
+        model, optim = fsdp_full_state(self.model, self.optimizer)
+        if self.dist.main: save_checkpoint(self.args.out_dir, self.args.save_name, model, self.state(optim),
+                                           tokenizer=self.tokenizer, finished=finished, meta=meta)
+    elif self.dist.main: save_checkpoint(self.args.out_dir, self.args.save_name, self.model, self.state(), self.export_fn,
+                                         tokenizer=self.tokenizer, finished=finished, meta=meta)
+    if self.dist.world > 1: dist.barrier()
 
-    @torch.no_grad()
-    def evaluate(self, max_batches: int | None = None) -> float | None:
-        "Token-weighted loss over the validation set (all ranks agree on the result)."
-        if self.eval_dataset is None: return None
-        self.model.eval()
-        tot, n = torch.zeros((), device=self.device, dtype=torch.float64), torch.zeros((), device=self.device, dtype=torch.float64)
-        idx = list(range(self.dist.rank, len(self.eval_dataset), self.dist.world))
-        sub = torch.utils.data.Subset(self.eval_dataset, idx)
-        for i, batch in enumerate(self.loader(sub)):
-            if max_batches and i >= max_batches: break
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            with torch.autocast(self.dev_type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                _, m = self.loss_fn(self.model, batch)
-            tok = m.get("tokens", torch.tensor(1)).to(torch.float64)
-            tot += m.get("ce", _).double() * tok; n += tok
-        if self.dist.world > 1: dist.all_reduce(tot); dist.all_reduce(n)
-        self.model.train()
-        return (tot / n.clamp(min=1)).item()
+@_method(Trainer)
+def try_resume(self) -> bool:
+    "Restore everything from the latest complete checkpoint, if `--resume` and one exists."
+    if not self.args.resume: return False
+    folder = find_checkpoint(self.args.out_dir, self.args.save_name)
+    if folder is None or not (folder / "resume.pt").is_file():
+        if self.dist.main: print(f"[train] --resume: no checkpoint in {Path(self.args.out_dir) / self.args.save_name}; starting fresh")
+        return False
+    from safetensors.torch import load_file
+    from minillm.model import load_weights
+    st = load_resume_state(folder)
+    if st.get("trainable") is not None:      # a stage with its own artefact: restore the trained parameters
+        params = dict(self.model.named_parameters())
+        missing = sorted(set(st["trainable"]) - set(params))
+        if missing: raise ValueError(f"checkpoint {folder} has parameters this model lacks: {missing[:5]}")
+        with torch.no_grad():
+            for n, v in st["trainable"].items(): params[n].copy_(v)
+    elif not self.fsdp: load_weights(self.model, {k: v.to(self.device) for k, v in load_file(str(folder / "model.safetensors")).items()})
+    if st.get("world", 1) != self.dist.world:
+        raise ValueError(f"checkpoint was written by {st.get('world')} processes, this run has {self.dist.world}: the data position would not match")
+    if self.fsdp: fsdp_load_full_state(self.model, self.optimizer, load_file(str(folder / "model.safetensors")), st["optimizer"])
+    else: self.optimizer.load_state_dict(st["optimizer"])
+    self.scheduler.load_state_dict(st["scheduler"])
+    self.scaler.load_state_dict(st["scaler"])
+    self.step, self.epoch, self.micro, self.history = st["step"], st["epoch"], st["micro"], list(st.get("history", []))
+    if self.loss_module is not None and st.get("loss_state") is not None: self.loss_module.load_state_dict(st["loss_state"])
+    set_rng_state(st["rng"])
+    if self.dist.main: print(f"[train] resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.micro})")
+    return True
 
-    # -- the loop ------------------------------------------------------------------------------------
-    def _on_signal(self, signum, frame): self._stop_signal = signum
+# %% ../nbs/04_trainer.ipynb #e3c03e59
+@_method(Trainer)
+def loader(self, dataset, sampler=None):
+    # A private generator: creating a DataLoader iterator otherwise draws from the global RNG, and a resumed
+    # run creates one more iterator (mid-epoch) than an uninterrupted one.
+    g = torch.Generator().manual_seed(self.args.seed + self.epoch)
+    return torch.utils.data.DataLoader(dataset, batch_size=self.args.batch_size, sampler=sampler, shuffle=False, generator=g,
+                                       drop_last=sampler is not None, collate_fn=self.collate_fn, num_workers=self.args.num_workers)
 
-    def fit(self) -> list[dict]:
-        from minillm.bench import flops_per_token, matmul_peak
-        a, model = self.args, self.ddp_model
-        self.try_resume()
-        import threading
-        handlers = ({s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-                    if threading.current_thread() is threading.main_thread() else {})
-        cfg = getattr(self.model, "config", None)
-        peak = matmul_peak(torch.bfloat16 if self.dtype != torch.float32 else torch.float32, self.device, n=1024, reps=3) if self.dist.main else 1.0
-        bar = None
-        if self.dist.main and a.progress:
+@_method(Trainer)
+def autocast(self):
+    return torch.autocast(self.dev_type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+@_method(Trainer)
+@torch.no_grad()
+def evaluate(self, max_batches: int | None = None) -> float | None:
+    "Token-weighted loss over the validation set (all ranks agree on the result)."
+    if self.eval_dataset is None: return None
+    self.model.eval()
+    tot, n = torch.zeros((), device=self.device, dtype=torch.float64), torch.zeros((), device=self.device, dtype=torch.float64)
+    idx = list(range(self.dist.rank, len(self.eval_dataset), self.dist.world))
+    for i, batch in enumerate(self.loader(torch.utils.data.Subset(self.eval_dataset, idx))):
+        if max_batches and i >= max_batches: break
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with self.autocast(): out = self.loss_fn(self.model, batch)
+        tok = torch.as_tensor(out.tokens if out.tokens is not None else 1, device=self.device).to(torch.float64)
+        tot += (out.ce if out.ce is not None else out.loss).detach().double() * tok; n += tok
+    if self.dist.world > 1: dist.all_reduce(tot); dist.all_reduce(n)
+    self.model.train()
+    return (tot / n.clamp(min=1)).item()
+
+# %% ../nbs/04_trainer.ipynb #815cb906
+@_method(Trainer)
+def micro_step(self, batch: dict, last: bool) -> LossOutput:
+    "Forward and backward one micro-batch; gradients are synchronised across ranks only on the `last` of a step."
+    model, a = self.ddp_model, self.args
+    if self.fsdp: model.set_requires_gradient_sync(last); sync = contextlib.nullcontext()
+    else: sync = contextlib.nullcontext() if (last or self.dist.world == 1) else model.no_sync()
+    with sync:
+        with self.autocast(): out = self.loss_fn(model, batch)
+        self.scaler.scale(out.loss / a.accumulation_steps).backward()
+    return out
+
+@_method(Trainer)
+def optimizer_step(self) -> torch.Tensor:
+    "Clip, step, zero the gradients, schedule. Returns the gradient norm before clipping."
+    a = self.args
+    self.scaler.unscale_(self.optimizer)
+    params = list(self.model.parameters()) + (list(self.loss_module.parameters()) if self.loss_module is not None else [])
+    if self.loss_module is not None and self.dist.world > 1:      # DDP syncs the model's grads only
+        for p in self.loss_module.parameters():
+            if p.grad is not None: dist.all_reduce(p.grad); p.grad /= self.dist.world
+    gnorm = torch.nn.utils.clip_grad_norm_(params, a.grad_clip) if a.grad_clip > 0 else torch.tensor(0.0)
+    if hasattr(gnorm, "full_tensor"): gnorm = gnorm.full_tensor()      # FSDP: a DTensor
+    self.scaler.step(self.optimizer); self.scaler.update()
+    self.optimizer.zero_grad(set_to_none=True); self.scheduler.step()
+    self.step += 1
+    return gnorm
+
+# %% ../nbs/04_trainer.ipynb #f180d916
+class RunLog:
+    "Where a run's numbers go: the tqdm bar, Weights & Biases and stdout (rank 0 only), and the trainer's history."
+    def __init__(self, trainer: "Trainer"):
+        a, self.tr, self.main = trainer.args, trainer, trainer.dist.main
+        self.bar = self.wb = None
+        if self.main and a.progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=self.total_steps, initial=self.step, desc=a.save_name, dynamic_ncols=True)
-        wb = None
-        if a.use_wandb and self.dist.main:
+            self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc=a.save_name, dynamic_ncols=True)
+        if self.main and a.use_wandb:
             import wandb
-            wb = wandb.init(project=a.wandb_project, name=a.save_name, config=vars(a))
-        self.model.train()
-        self.data_time, t_fit = 0.0, time.perf_counter()
-        t_last, tok_since, loss_acc, n_acc, metric_acc = time.perf_counter(), 0, 0.0, 0, {}
-        try:
-            while self.step < self.total_steps and self._stop_signal is None:
-                self.sampler.set_epoch(self.epoch); self.sampler.set_start(self.micro * a.batch_size)
-                it = iter(self.loader(self.train_dataset, self.sampler))
-                while self.micro < self.micro_per_epoch and self.step < self.total_steps:
-                    t_data = time.perf_counter()
-                    batch = {k: v.to(self.device, non_blocking=True) for k, v in next(it).items()}
-                    self.data_time += time.perf_counter() - t_data
-                    self.micro += 1
-                    last = self.micro % a.accumulation_steps == 0
-                    if self.fsdp: model.set_requires_gradient_sync(last); sync = contextlib.nullcontext()
-                    else: sync = contextlib.nullcontext() if (last or self.dist.world == 1) else model.no_sync()
-                    with sync:
-                        with torch.autocast(self.dev_type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                            loss, metrics = self.loss_fn(model, batch)
-                        self.scaler.scale(loss / a.accumulation_steps).backward()
-                    loss_acc += loss.detach().float().item(); n_acc += 1
-                    for k, v in metrics.items():
-                        if k not in ("tokens", "ce"): metric_acc[k] = metric_acc.get(k, 0.0) + float(v)
-                    tok_since += batch["input_ids"].numel() * self.dist.world
-                    if not last: continue
-                    self.scaler.unscale_(self.optimizer)
-                    params = list(self.model.parameters()) + (list(self.loss_module.parameters()) if self.loss_module is not None else [])
-                    if self.loss_module is not None and self.dist.world > 1:      # DDP syncs the model's grads only
-                        for p in self.loss_module.parameters():
-                            if p.grad is not None: dist.all_reduce(p.grad); p.grad /= self.dist.world
-                    gnorm = torch.nn.utils.clip_grad_norm_(params, a.grad_clip) if a.grad_clip > 0 else torch.tensor(0.0)
-                    if hasattr(gnorm, "full_tensor"): gnorm = gnorm.full_tensor()      # FSDP: a DTensor
-                    self.scaler.step(self.optimizer); self.scaler.update()
-                    self.optimizer.zero_grad(set_to_none=True); self.scheduler.step()
-                    self.step += 1
-                    if self.on_step: self.on_step(self)
-                    if hasattr(self.loss_fn, "on_step"): self.loss_fn.on_step(self)
-                    if bar: bar.update(1)
-                    if self.step % a.log_interval == 0 or self.step == self.total_steps:
-                        dt = time.perf_counter() - t_last
-                        tps = tok_since / max(dt, 1e-9)
-                        seq = batch["input_ids"].shape[1]
-                        mfu = tps / self.dist.world * flops_per_token(cfg, seq) / peak if isinstance(cfg, MiniLLMConfig) else float("nan")
-                        mean_loss = torch.tensor(loss_acc / n_acc, dtype=torch.float64, device=self.device)
-                        if self.dist.world > 1: dist.all_reduce(mean_loss); mean_loss /= self.dist.world   # the global batch's loss
-                        rec = {"step": self.step, "loss": mean_loss.item(), "lr": self.scheduler.get_last_lr()[0],
-                               "grad_norm": float(gnorm), "tokens_per_s": tps, "mfu": mfu, "epoch": self.epoch,
-                               **{k: v / n_acc for k, v in metric_acc.items()}}   # a stage's own metrics, averaged
-                        self.history.append(rec)
-                        if bar: bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.1e}", tok_s=f"{tps:.0f}", mfu=f"{mfu:.0%}")
-                        if wb: wb.log(rec, step=self.step)
-                        t_last, tok_since, loss_acc, n_acc, metric_acc = time.perf_counter(), 0, 0.0, 0, {}
-                    if a.eval_interval and self.step % a.eval_interval == 0: self._log_eval(bar, wb)
-                    if a.save_interval and self.step % a.save_interval == 0: self.save()
-                    if self._stop_signal is not None: break
-                if self.micro >= self.micro_per_epoch: self.epoch += 1; self.micro = 0
-            self.loop_time = time.perf_counter() - t_fit
-            if self._stop_signal is None and not (a.eval_interval and self.step % a.eval_interval == 0): self._log_eval(bar, wb)
-            self.save()
-            if self._stop_signal is not None and self.dist.main:
-                print(f"[train] stopped by signal {self._stop_signal} at step {self.step}; checkpoint saved, continue with --resume")
-        finally:
-            if bar: bar.close()
-            if wb: wb.finish()
-            for s, h in handlers.items(): signal.signal(s, h)
-        return self.history
+            self.wb = wandb.init(project=a.wandb_project, name=a.save_name, config=vars(a))
+        cfg = getattr(trainer.model, "config", None)
+        self.flops = (lambda seq: flops_per_token(cfg, seq)) if isinstance(cfg, MiniLLMConfig) else None
+        self.peak = Peak(trainer.device, trainer.dtype) if self.main and self.flops else None
+        self.reset()
 
-    def _log_eval(self, bar, wb):
-        v = self.evaluate(self.args.eval_batches)
-        if v is None: return
-        rec = {"step": self.step, "eval_loss": v}
-        self.history.append(rec)
-        if wb: wb.log(rec, step=self.step)
-        if self.dist.main:
-            msg = f"[eval] step {self.step}: validation loss {v:.4f}"
-            (bar.write(msg) if bar else print(msg))
+    def reset(self):
+        self.t_last, self.tokens, self.loss_sum, self.n, self.metric_sum = time.perf_counter(), 0, 0.0, 0, {}
 
-def shutdown_distributed(*objs):
-    "The clean DDP shutdown of GUIDE §6: barrier, drop references, collect, destroy the process group."
+    def print(self, msg: str):
+        if self.main: (self.bar.write(msg) if self.bar else print(msg))
+
+    def micro(self, out: LossOutput, n_tokens: int):
+        "Accumulate one micro-batch's loss and metrics (`n_tokens` input tokens over all ranks)."
+        self.loss_sum += out.loss.detach().float().item(); self.n += 1; self.tokens += n_tokens
+        for k, v in out.metrics.items(): self.metric_sum[k] = self.metric_sum.get(k, 0.0) + float(v)
+
+    def record(self, rec: dict, postfix: dict | None = None):
+        self.tr.history.append(rec)
+        if self.wb: self.wb.log(rec, step=self.tr.step)
+        if self.bar and postfix: self.bar.set_postfix(postfix)
+
+    def step(self, gnorm, seq: int):
+        "After an optimizer step: advance the bar and, every `log_interval` steps (and at the last), record the interval."
+        tr = self.tr
+        if self.bar: self.bar.update(1)
+        if not (tr.step % tr.args.log_interval == 0 or tr.step == tr.total_steps): return
+        tps = self.tokens / max(time.perf_counter() - self.t_last, 1e-9)
+        mean_loss = torch.tensor(self.loss_sum / self.n, dtype=torch.float64, device=tr.device)
+        if tr.dist.world > 1: dist.all_reduce(mean_loss); mean_loss /= tr.dist.world      # the global batch's loss
+        mfu = self.peak.mfu(tps / tr.dist.world * self.flops(seq)) if self.peak else float("nan")
+        rec = {"step": tr.step, "loss": mean_loss.item(), "lr": tr.scheduler.get_last_lr()[0], "grad_norm": float(gnorm),
+               "tokens_per_s": tps, "mfu": mfu, "epoch": tr.epoch, **{k: v / self.n for k, v in self.metric_sum.items()}}
+        self.record(rec, dict(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.1e}", tok_s=f"{tps:.0f}", mfu=f"{mfu:.0%}"))
+        self.reset()
+
+    def eval(self, value: float | None):
+        if value is None: return
+        self.record({"step": self.tr.step, "eval_loss": value})
+        self.print(f"[eval] step {self.tr.step}: validation loss {value:.4f}")
+
+    def close(self):
+        if self.bar: self.bar.close()
+        if self.wb: self.wb.finish()
+
+# %% ../nbs/04_trainer.ipynb #ac7eefe1
+@_method(Trainer)
+def fit(self) -> list[dict]:
+    "Train for `total_steps` optimizer steps (or until SIGINT/SIGTERM), evaluating, logging and checkpointing on schedule."
+    import threading
+    a = self.args
+    self.try_resume()
+    handlers = ({s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+                if threading.current_thread() is threading.main_thread() else {})
+    log = RunLog(self)
+    if log.peak: log.print(f"[train] {self.header()}; MFU against {log.peak}")
+    self.model.train()
+    self.data_time, t_fit = 0.0, time.perf_counter()
+    try:
+        while self.step < self.total_steps and self._stop_signal is None:
+            # -- an epoch, resumed at the micro-batch where it stopped
+            self.sampler.set_epoch(self.epoch); self.sampler.set_start(self.micro * a.batch_size)
+            batches = iter(self.loader(self.train_dataset, self.sampler))
+            while self.micro < self.micro_per_epoch and self.step < self.total_steps:
+                # -- one micro-batch: forward + backward
+                t_data = time.perf_counter()
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
+                self.data_time += time.perf_counter() - t_data
+                self.micro += 1
+                last = self.micro % a.accumulation_steps == 0
+                out = self.micro_step(batch, last)
+                log.micro(out, batch["input_ids"].numel() * self.dist.world)
+                if not last: continue
+                # -- one optimizer step, then the stage's hooks
+                gnorm = self.optimizer_step()
+                if self.on_step: self.on_step(self)
+                if isinstance(self.loss_fn, Loss): self.loss_fn.on_step(self)
+                # -- logging, evaluation and checkpoints on their schedules
+                log.step(gnorm, batch["input_ids"].shape[1])
+                if a.eval_interval and self.step % a.eval_interval == 0: log.eval(self.evaluate(a.eval_batches))
+                if a.save_interval and self.step % a.save_interval == 0: self.save(finished=False)
+                if self._stop_signal is not None: break
+            if self.micro >= self.micro_per_epoch: self.epoch += 1; self.micro = 0
+        self.loop_time = time.perf_counter() - t_fit
+        # -- the end: a last evaluation and the final checkpoint (or a partial one, after a signal)
+        if self._stop_signal is None and not (a.eval_interval and self.step % a.eval_interval == 0): log.eval(self.evaluate(a.eval_batches))
+        self.save(finished=not self.interrupted)
+        if self.interrupted:
+            log.print(f"[train] stopped by signal {self._stop_signal} at step {self.step} of {self.total_steps}: partial checkpoint "
+                      f"saved to {Path(a.out_dir) / a.save_name}; continue with the same command and --resume")
+    finally:
+        log.close()
+        for s, h in handlers.items(): signal.signal(s, h)
+    return self.history
+
+@_method(Trainer)
+def _on_signal(self, signum, frame): self._stop_signal = signum
+
+def shutdown_distributed():
+    "The clean DDP shutdown: barrier, collect, destroy the process group (otherwise a process sometimes aborts at exit)."
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-        for o in objs: del o
         gc.collect()
         dist.destroy_process_group()
 
-# %% ../nbs/04_trainer.ipynb #b3579a59
-def add_model_args(p: argparse.ArgumentParser):
-    g = p.add_argument_group("model")
-    g.add_argument("--dim", type=int, default=512)
-    g.add_argument("--n_layers", type=int, default=8)
-    g.add_argument("--n_heads", type=int, default=8)
-    g.add_argument("--n_kv_heads", type=int, default=2)
-    g.add_argument("--hidden_dim", type=int, default=None)
-    g.add_argument("--n_block", type=int, default=None, help="blocks of 8 virtual layers from 5 unique ones")
-    g.add_argument("--use_moe", action=argparse.BooleanOptionalAction, default=False)
-    g.add_argument("--qk_norm", action=argparse.BooleanOptionalAction, default=False)
-    g.add_argument("--dropout", type=float, default=0.0)
-    g.add_argument("--max_seq_len", type=int, default=512, help="training sequence length (tokens)")
-    return p
-
-def add_data_args(p: argparse.ArgumentParser, data_path: str | None = None, eval_data_path: str | None = None):
-    g = p.add_argument_group("data")
-    g.add_argument("--data_path", default=data_path)
-    g.add_argument("--eval_data_path", default=eval_data_path)
-    g.add_argument("--tokenizer_dir", default=None, help="default: the tokenizer shipped with MiniLLM")
-    g.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False)
-    g.add_argument("--skip_bad_lines", action=argparse.BooleanOptionalAction, default=False)
-    g.add_argument("--num_proc", type=int, default=None, help="tokenizer processes for the cache")
-    g.add_argument("--cache_dir", default=None)
-    return p
-
-def stage_parser(prog: str, description: str, data_path=None, eval_data_path=None, init_stage: str | None = None,
-                 **train_defaults):
-    "The common parser of a stage; `init_stage` adds `--init_from` (default `<out_dir>/<init_stage>_<dim>`)."
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    add_model_args(p); add_data_args(p, data_path, eval_data_path); add_train_args(p, **train_defaults)
-    if init_stage:
-        p.add_argument("--init_from", default=None, help=f"checkpoint folder to start from (default: <out_dir>/{init_stage}_<dim>)")
-        p.set_defaults(init_stage=init_stage)
-    return p
-
-def init_checkpoint(a) -> Path:
-    "The checkpoint a fine-tuning stage starts from: `--init_from`, else `<out_dir>/<init_stage>_<dim>[_moe]`."
-    p = Path(a.init_from) if a.init_from else Path(a.out_dir) / checkpoint_name(a.init_stage, a.dim, a.use_moe)
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"no checkpoint to start from at {p}: run the previous stage first or pass --init_from")
-    return p
-
-def checkpoint_name(stage: str, dim: int, use_moe: bool = False) -> str:
-    return f"{stage}_{dim}{'_moe' if use_moe else ''}"
-
-def model_config_from_args(a, vocab_size: int) -> MiniLLMConfig:
-    return MiniLLMConfig(dim=a.dim, n_layers=None if a.n_block else a.n_layers, n_heads=a.n_heads, n_kv_heads=a.n_kv_heads,
-                         hidden_dim=a.hidden_dim, n_block=a.n_block, use_moe=a.use_moe, qk_norm=a.qk_norm, dropout=a.dropout,
-                         vocab_size=vocab_size, max_seq_len=max(8192, a.max_seq_len))
-
-DEMO_MODEL_ARGS = ["--dim", "128", "--n_layers", "4", "--n_heads", "4", "--n_kv_heads", "2", "--max_seq_len", "256"]
-"The tiny model the notebooks and the main job train on the demo world (1.6M parameters)."
-DEMO_PRETRAIN_ARGS = DEMO_MODEL_ARGS + ["--epochs", "8", "--batch_size", "16", "--learning_rate", "3e-3"]
-DEMO_SFT_ARGS = DEMO_MODEL_ARGS + ["--epochs", "6", "--batch_size", "16", "--learning_rate", "1e-3"]
-
-def demo_data(name: str) -> str | None:
-    "Path of a shipped demo-world file in a checkout (`data/<name>`), or None when not present."
-    from importlib import resources
-    p = Path(str(resources.files("minillm"))).parent / "data" / name
-    return str(p) if p.is_file() else None
-
-# %% ../nbs/04_trainer.ipynb #d8d7b8f2
-@torch.no_grad()
-def chat_generate(model, tok, conversations: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 32,
-                  **gen_kwargs) -> list[str]:
-    "Greedy answers to a list of conversations (each ending with a user turn), batched with left padding."
-    from minillm.tokenizer import IM_END
-    stop = [tok.convert_tokens_to_ids(IM_END)] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
-    device = next(model.parameters()).device
-    answers = []
-    for i in range(0, len(conversations), batch_size):
-        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations[i:i + batch_size]]
-        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        L = max(map(len, ids))
-        x = torch.tensor([[tok.pad_token_id] * (L - len(r)) + r for r in ids], device=device)
-        m = torch.tensor([[0] * (L - len(r)) + [1] * len(r) for r in ids], device=device)
-        out = model.generate(x, attention_mask=m, max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=tok.pad_token_id, **gen_kwargs)
-        answers += [tok.decode([t for t in row.tolist() if t not in stop and t != tok.pad_token_id], skip_special_tokens=True).strip()
-                    for row in out[:, L:]]
-    return answers
-
-def answer_accuracy(model, tok, records: list[dict], **kw) -> tuple[float, list[str]]:
-    "Share of `records` (`messages` + `expected`) whose greedy answer contains the expected word (case-insensitive)."
-    import re
-    answers = chat_generate(model, tok, [r["messages"] for r in records], **kw)
-    hits = [bool(re.search(r"\b" + re.escape(r["expected"].lower()) + r"\b", a.lower())) for r, a in zip(records, answers)]
-    return sum(hits) / max(1, len(hits)), answers
-
-def read_records(path: str | Path) -> list[dict]:
-    "All records of a (small) jsonl evaluation file."
-    from minillm.data import read_jsonl
-    return [r for _, r in read_jsonl(path)]
-
-def trace_accuracy(model, tok, records: list[dict], max_new_tokens: int = 170, **kw) -> tuple[float, float, list[str]]:
-    """Reasoning outputs: the share whose `<answer>` is exactly `expected`, the share of well-formed
-    `<think>…</think><answer>…</answer>` outputs, and the outputs."""
-    import re
-    outs = chat_generate(model, tok, [r["messages"] for r in records], max_new_tokens=max_new_tokens, **kw)
-    found = [re.search(r"<answer>\s*(.*?)\s*</answer>", o, re.S) for o in outs]
-    exact = sum(bool(g) and g.group(1) == r["expected"] for g, r in zip(found, records)) / max(1, len(records))
-    formed = sum(bool(re.fullmatch(r"<think>\n.*\n</think>\n<answer>\n.*\n</answer>", o, re.S)) for o in outs) / max(1, len(outs))
-    return exact, formed, outs
-
-@torch.no_grad()
-def preference_margins(model, tok, path: str | Path, max_len: int = 256) -> torch.Tensor:
-    "log p(chosen) − log p(rejected) for each preference pair of the jsonl at `path` (DPO's measure)."
-    from minillm.data import build_cache, PairDataset, pair_collate
-    pairs = PairDataset(build_cache(path, tok, "dpo", max_len=max_len, verbose=False))
-    was = model.training; model.eval()
-    dev = next(model.parameters()).device
-    batch = pair_collate(tok.pad_token_id)([pairs[i] for i in range(len(pairs))])
-    lp = sequence_logps(model, batch["input_ids"].to(dev), batch["labels"].to(dev))
-    model.train(was)
-    return (lp[:len(pairs)] - lp[len(pairs):]).cpu()
-
-@torch.no_grad()
-def heldout_loss(model, tok, path: str | Path, max_len: int = 256, batch_size: int = 16) -> float:
-    "Token-weighted cross-entropy (nats/token) of `model` on the texts of a pretraining jsonl, each text on its own."
-    from minillm.data import build_cache
-    c = build_cache(path, tok, "pretrain", verbose=False)
-    was = model.training; model.eval()
-    dev = next(model.parameters()).device
-    tot, n = 0.0, 0
-    docs = [np.asarray(c.doc(i)[0][:max_len], dtype=np.int64) for i in range(len(c))]
-    for i in range(0, len(docs), batch_size):
-        chunk = docs[i:i + batch_size]; L = max(len(d) for d in chunk)
-        ids = torch.full((len(chunk), L), tok.pad_token_id); lab = torch.full((len(chunk), L), -100)
-        for j, d in enumerate(chunk): ids[j, :len(d)] = torch.from_numpy(d); lab[j, :len(d)] = torch.from_numpy(d)
-        out = model(ids.to(dev), labels=lab.to(dev))
-        k = int((lab[:, 1:] != -100).sum()); tot += out.loss.item() * k; n += k
-    model.train(was)
-    return tot / max(1, n)
-
-# %% ../nbs/04_trainer.ipynb #9dd1d1e0
-def stage_cache(path, tok, kind: str, a, d: Dist):
-    "Build (rank 0) or wait for and open (other ranks) the token cache of `path`."
-    from minillm.data import build_cache
-    if d.world > 1 and not d.main: dist.barrier()
-    c = build_cache(path, tok, kind, max_len=a.max_seq_len if kind != "pretrain" else None, cache_dir=a.cache_dir,
-                    num_proc=a.num_proc, skip_bad_lines=a.skip_bad_lines, verbose=d.main,
-                    strict_pairs=getattr(a, "strict_pairs", False))
-    if d.world > 1 and d.main: dist.barrier()
-    return c
-
-def stage_datasets(kind: str) -> Callable:
-    "A stage's `make_data` for cache kind 'pretrain' (packed blocks), 'sft' (chat, padded) or 'dpo' (pairs)."
-    def make_data(a, tok, d):
-        from minillm.data import PackedDataset, ChatDataset, PairDataset, pad_collate, pair_collate
-        wrap = {"pretrain": lambda c: PackedDataset(c, a.max_seq_len), "sft": ChatDataset, "dpo": PairDataset}[kind]
-        train = wrap(stage_cache(a.data_path, tok, kind, a, d))
-        evald = wrap(stage_cache(a.eval_data_path, tok, kind, a, d)) if a.eval_data_path else None
-        collate = None if kind == "pretrain" else (pair_collate if kind == "dpo" else pad_collate)(tok.pad_token_id)
-        return train, evald, collate
-    return make_data
-
-def load_init_model(a, tok):
-    "The model a fine-tuning stage starts from (`init_checkpoint`), its vocabulary resized to `len(tok)`."
-    return MiniLLMForCausalLM.from_pretrained(init_checkpoint(a), vocab_size=len(tok), dropout=a.dropout)
-
-def run_stage(argv, parser: argparse.ArgumentParser, stage: str, make_data: Callable, make_model: Callable,
-              loss_fn: Callable = lm_loss) -> int:
-    """The `main` of every stage: `make_data(a, tok, dist) -> (train, eval, collate)`, `make_model(a, tok) ->` a
-    model or `{"model", "loss_fn", "frozen_models", "export_fn"}`. Saves `<out_dir>/<stage>_<dim>[_moe]`."""
-    from minillm.data import DataError
-    from minillm.tokenizer import load_tokenizer, TokenizerNotFoundError
-    a = parser.parse_args(argv)
-    if a.save_name == "model": a.save_name = checkpoint_name(stage, a.dim, a.use_moe)
-    elif "{dim}" in a.save_name: a.save_name = a.save_name.format(dim=a.dim)
-    d = Dist()
-    try:
-        if not a.data_path: raise ValueError("--data_path is required (no demo data found next to the package)")
-        d, device = init_distributed(a.ddp, resolve_device(a.device))
-        tok = load_tokenizer(a.tokenizer_dir, a.trust_remote_code)
-        train, evald, collate = make_data(a, tok, d)
-        torch.manual_seed(a.seed)                 # the initial weights depend on --seed only (same on every rank/run)
-        made = make_model(a, tok)                 # a model, or a dict with "model" and Trainer extras
-        extra = made if isinstance(made, dict) else {"model": made}
-        model = extra.pop("model")
-        loss = extra.pop("loss_fn", loss_fn)
-        tr = Trainer(model, train_args_from(a), train, evald, loss, collate, dist_info=d, device=device, **extra)
-        if d.main:
-            n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            print(f"[{stage}] {n / 1e6:.2f}M trainable parameters, {len(train)} examples, {tr.total_steps} steps "
-                  f"x {a.batch_size * a.accumulation_steps * d.world} per step, device {device}, dtype {a.dtype}")
-        tr.fit()
-        if d.main: print(f"[{stage}] saved {Path(a.out_dir) / a.save_name}")
-        shutdown_distributed(tr, model)
-        return 0
-    except (DataError, FileNotFoundError, ValueError, TokenizerNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
-        return 2
-
 # %% ../nbs/04_trainer.ipynb #2ce438ca
-def bench_engine(size: str = "default", steps: int = 8, rounds: int = 3, dtype: str = "bf16") -> list[dict]:
+def bench_engine(size: str = "default", steps: int = 8, rounds: int = 3, dtype: str = "auto") -> list[dict]:
     "Tokens/s of `Trainer` steps (data included) vs the bare step of `minillm.bench`, and the data-wait share."
     import statistics
+    from minillm.train.stage import demo_data
     from minillm.bench import SIZES, train_step_fn
     from minillm.data import build_cache, PackedDataset
     from minillm.tokenizer import load_tokenizer
@@ -674,10 +583,11 @@ def bench_engine(size: str = "default", steps: int = 8, rounds: int = 3, dtype: 
         cfg = MiniLLMConfig(**{**spec["cfg"], "vocab_size": len(tok)})
         torch.manual_seed(0)
         m_engine, m_plain = MiniLLMForCausalLM(cfg), MiniLLMForCausalLM(cfg)
+        dt = resolve_dtype(dtype, "cpu"); dtype = "bf16" if dt == torch.bfloat16 else "fp32"
         plain = train_step_fn(m_plain, ds[0]["input_ids"][None].repeat(B, 1), dtype)
         eng_t, plain_t, shares = [], [], []
         for r in range(rounds + 1):
-            args = TrainArgs(out_dir=str(Path(d) / "out"), save_name="bench", batch_size=B, max_steps=steps, dtype="bfloat16" if dtype == "bf16" else "float32",
+            args = TrainArgs(out_dir=str(Path(d) / "out"), save_name="bench", batch_size=B, max_steps=steps, dtype=dtype_name(dt),
                              device="cpu", log_interval=10 ** 9, progress=False, seed=r)
             tr = Trainer(m_engine, args, ds)
             tr.save = lambda: None                                   # measure the loop, not checkpoint writing
@@ -688,3 +598,13 @@ def bench_engine(size: str = "default", steps: int = 8, rounds: int = 3, dtype: 
     e, p = B * T * steps / statistics.median(eng_t), B * T * steps / statistics.median(plain_t)
     return [dict(metric=f"engine step {dtype}, data included (tokens/s)", ours=e, transformers=p, ratio=e / p,
                  note=f"vs the bare step of the same model; waiting for data: {statistics.median(shares):.1%} of the loop")]
+
+# %% ../nbs/04_trainer.ipynb #shim0001
+_MOVED = {**{n: "minillm.train.stage" for n in ("demo_data", "DEMO_MODEL_ARGS", "DEMO_PRETRAIN_ARGS", "DEMO_SFT_ARGS", "checkpoint_name")},
+          **{n: "minillm.metrics" for n in ("answer_accuracy", "trace_accuracy", "preference_margins", "heldout_loss",
+                                            "read_records", "chat_generate", "sequence_logps")}}
+def __getattr__(name):       # transitional: names that moved to minillm.train.stage / minillm.metrics
+    if name in _MOVED:
+        import importlib
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(name)

@@ -11,11 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..config import MiniLLMConfig
 from ..model import MiniLLMForCausalLM
-from ..trainer import stage_parser, stage_datasets, run_stage, demo_data, model_config_from_args, checkpoint_name, _unwrap_model
+from ..trainer import Loss, LossOutput, _unwrap_model
+from .stage import StageModel, checkpoint_name, model_config_from_args, run_stage, stage_datasets, stage_parser
 
 # %% auto #0
-__all__ = ['LOGIT_MODES', 'MODES', 'distill_loss', 'load_teacher', 'final_hidden', 'hidden_size', 'DistillLoss', 'make_model',
-           'parser', 'main']
+__all__ = ['LOGIT_MODES', 'MODES', 'distill_loss', 'load_teacher', 'final_hidden', 'hidden_size', 'DistillLoss', 'teacher_path',
+           'make_model', 'parser', 'main']
 
 # %% ../../nbs/09_distillation.ipynb #348ab575
 LOGIT_MODES = ("logit", "reverse_kl", "jsd", "response")
@@ -23,7 +24,7 @@ MODES = LOGIT_MODES + ("feature", "self")
 
 def distill_loss(student_logits, teacher_logits, labels, mode: str = "logit", temperature: float = 1.0,
                  alpha: float = 0.5, jsd_beta: float = 0.5):
-    "Mix of the label loss and a distillation loss, on the positions where `labels != -100` (shifted). Returns (loss, metrics)."
+    "Mix of the label loss and a distillation loss, on the positions where `labels != -100` (shifted)."
     if mode not in LOGIT_MODES: raise ValueError(f"--distillation_mode={mode!r}: expected one of {LOGIT_MODES}")
     target = labels[:, 1:]
     mask = target != -100
@@ -38,7 +39,7 @@ def distill_loss(student_logits, teacher_logits, labels, mode: str = "logit", te
         kd = (jsd_beta * F.kl_div(m, lt, log_target=True, reduction="batchmean")
               + (1 - jsd_beta) * F.kl_div(m, ls, log_target=True, reduction="batchmean")) * T * T
     else: kd = F.cross_entropy(s, t.argmax(-1))
-    return alpha * ce + (1 - alpha) * kd, {"ce": ce.detach(), "distill": kd.detach(), "tokens": mask.sum()}
+    return LossOutput(alpha * ce + (1 - alpha) * kd, tokens=mask.sum(), ce=ce.detach(), metrics={"distill": kd.detach()})
 
 # %% ../../nbs/09_distillation.ipynb #ca24a0a7
 def load_teacher(a, tok):
@@ -55,7 +56,7 @@ def load_teacher(a, tok):
             raise ValueError(f"teacher {name} uses a different tokenizer than the student ({len(ttok)} vs {len(tok)} tokens, "
                              "or different ids): distillation needs the same vocabulary; pass the teacher's --tokenizer_dir")
         return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=a.trust_remote_code, dtype=torch.float32, **kw)
-    path = Path(a.teacher_ckpt) if a.teacher_ckpt else Path(a.out_dir) / checkpoint_name("full_sft", a.teacher_dim)
+    path = teacher_path(a)
     if not (path / "config.json").is_file(): raise FileNotFoundError(f"no teacher checkpoint at {path}: pass --teacher_ckpt")
     teacher = MiniLLMForCausalLM.from_pretrained(path)
     if teacher.config.vocab_size != len(tok):
@@ -81,7 +82,7 @@ def hidden_size(model) -> int:
     return getattr(cfg, "dim", None) or cfg.hidden_size
 
 # %% ../../nbs/09_distillation.ipynb #47098b09
-class DistillLoss(nn.Module):
+class DistillLoss(Loss):
     """The stage's loss: student vs frozen teacher (`logit`, `reverse_kl`, `jsd`, `response`, `feature`) or vs an
     EMA copy of the student (`self`). An `nn.Module` so that the engine trains its projection and saves its state."""
     def __init__(self, teacher=None, mode="logit", temperature=1.0, alpha=0.5, jsd_beta=0.5, student=None,
@@ -108,15 +109,15 @@ class DistillLoss(nn.Module):
             ce = out.logits[:, :-1][mask].float()
             ce = F.cross_entropy(ce, labels[:, 1:][mask])
             kd = F.mse_loss(self.proj(hs[:, :-1][mask]).float(), ht[:, :-1][mask].float())
-            loss, m = kw["alpha"] * ce + (1 - kw["alpha"]) * kd, {"ce": ce.detach(), "distill": kd.detach(), "tokens": mask.sum()}
+            out_ = LossOutput(kw["alpha"] * ce + (1 - kw["alpha"]) * kd, tokens=mask.sum(), ce=ce.detach(), metrics={"distill": kd.detach()})
         else:
             out = model(ids)
             teacher = self.ema if self.mode == "self" else self.teacher
             with torch.no_grad(): t = teacher(ids).logits
-            loss, m = distill_loss(out.logits, t[..., :out.logits.shape[-1]], labels,
+            out_ = distill_loss(out.logits, t[..., :out.logits.shape[-1]], labels,
                                    "logit" if self.mode == "self" else self.mode, **kw)
-        if out.aux_loss is not None: loss = loss + out.aux_loss
-        return loss, m
+        if out.aux_loss is not None: out_.loss = out_.loss + out.aux_loss
+        return out_
 
     @torch.no_grad()
     def on_step(self, trainer):
@@ -126,16 +127,24 @@ class DistillLoss(nn.Module):
             e.lerp_(p.detach().to(e.dtype), 1 - self.ema_decay)
 
 # %% ../../nbs/09_distillation.ipynb #10891497
-def make_model(a, tok):
+def teacher_path(a) -> Path:
+    "The MiniLLM teacher checkpoint: `--teacher_ckpt`, else `<out_dir>/full_sft_<teacher_dim>` as the original names it."
+    return Path(a.teacher_ckpt) if a.teacher_ckpt else Path(a.out_dir) / checkpoint_name("sft", a.teacher_dim)
+
+def make_model(a, tok) -> StageModel:
     teacher = None if a.distillation_mode == "self" else load_teacher(a, tok)
-    if a.student_ckpt: student = MiniLLMForCausalLM.from_pretrained(a.student_ckpt, vocab_size=len(tok), dropout=a.dropout)
-    else: student = MiniLLMForCausalLM(model_config_from_args(a, len(tok)))
+    if teacher is not None and a.teacher_block is not None and getattr(teacher.config, "n_block", None) != a.teacher_block:
+        raise ValueError(f"--teacher_block {a.teacher_block}: the teacher has n_block={getattr(teacher.config, 'n_block', None)}")
+    if a.student_ckpt and Path(a.student_ckpt, "config.json").is_file():
+        student = MiniLLMForCausalLM.from_pretrained(a.student_ckpt, vocab_size=len(tok), dropout=a.dropout)
+    else:
+        if a.student_ckpt: print(f"[distill] --student_ckpt {a.student_ckpt} does not exist yet: the student starts from scratch")
+        student = MiniLLMForCausalLM(model_config_from_args(a, len(tok)))
     loss = DistillLoss(teacher, a.distillation_mode, a.temperature, a.alpha, a.jsd_beta, student=student, ema_decay=a.ema_decay)
-    return {"model": student, "loss_fn": loss, "frozen_models": [teacher] if teacher is not None else []}
+    return StageModel(student, loss, frozen=[teacher] if teacher is not None else [])
 
 def parser():
-    p = stage_parser("train_distillation", "Knowledge distillation from a frozen teacher.",
-                     data_path=demo_data("sft_distill.jsonl"), learning_rate=5e-4, batch_size=16, epochs=1)
+    p = stage_parser("distill", learning_rate=5e-4, batch_size=16, epochs=1)
     g = p.add_argument_group("distillation")
     g.add_argument("--distillation_mode", choices=MODES, default="logit")
     g.add_argument("--alpha", type=float, default=0.5, help="weight of the label loss; 1 - alpha on the distillation loss")
@@ -147,7 +156,7 @@ def parser():
     g.add_argument("--teacher_model_type", choices=["minillm", "hf"], default="minillm")
     g.add_argument("--teacher_model_name_or_path", default=None)
     g.add_argument("--teacher_dim", type=int, default=512)
-    g.add_argument("--teacher_block", type=int, default=None)
+    g.add_argument("--teacher_block", type=int, default=None, help="checked against the teacher checkpoint's n_block")
     g.add_argument("--student_ckpt", default=None)
     g.add_argument("--student_dim", type=int, default=None)
     g.add_argument("--student_layer", type=int, default=None)
@@ -155,11 +164,12 @@ def parser():
     return p
 
 def main(argv=None) -> int:
-    p = parser()
-    a = p.parse_args(argv)
-    over = {k: v for k, v in (("dim", a.student_dim), ("n_layers", a.student_layer), ("n_block", a.student_block)) if v is not None}
-    if over: p.set_defaults(**over)
-    return run_stage(argv, p, "full_dist", lambda a, tok, d: stage_datasets(a.data_kind)(a, tok, d), make_model)
+    a = parser().parse_args(argv)
+    for k, v in (("dim", a.student_dim), ("n_layers", a.student_layer), ("n_block", a.student_block)):   # the original's names
+        if v is not None: setattr(a, k, v)
+    uses_teacher_tokenizer = a.teacher_model_type == "minillm" and a.distillation_mode != "self"
+    return run_stage(a, lambda a, tok, d: stage_datasets(a.data_kind)(a, tok, d), make_model,
+                     tokenizer_ckpt=teacher_path if uses_teacher_tokenizer else None)
 
 # %% ../../nbs/09_distillation.ipynb #d5bc4188
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from ..lora import apply_lora, save_lora, lora_disabled, DEFAULT_TARGETS
 from ..model import MiniLLMForCausalLM
-from ..trainer import stage_parser, stage_datasets, load_init_model, run_stage, demo_data, sequence_logps, _unwrap_model
+from ..metrics import sequence_logps
+from ..trainer import LossOutput, _unwrap_model
+from .stage import StageModel, load_init_model, run_stage, stage_datasets, stage_parser
 
 # %% auto #0
-__all__ = ['make_data', 'dpo_loss', 'DPOLoss', 'make_model', 'parser', 'main']
+__all__ = ['dpo_loss', 'DPOLoss', 'make_data', 'make_model', 'parser', 'main']
 
 # %% ../../nbs/08_dpo.ipynb #0e76c7d7
 def dpo_loss(pc, pr, rc, rr, beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0):
@@ -50,30 +52,30 @@ class DPOLoss:
             n_tok = (labels[:B, 1:] != -100).sum().clamp(min=1)
             nll = -logps[:B].sum() / n_tok if not self.avg else -logps[:B].mean()
             loss = loss + self.rpo_alpha * nll; m["nll_chosen"] = nll.detach()
-        return loss, {**m, "ce": loss.detach()}
+        return LossOutput(loss, tokens=None, metrics=m)
 
 # %% ../../nbs/08_dpo.ipynb #eade1515
-make_data = stage_datasets("dpo")            # pairs: B chosen rows then B rejected rows per batch
+def make_data(a, tok, d):                    # pairs: B chosen rows then B rejected rows per batch
+    return stage_datasets("dpo", strict_pairs=a.strict_pairs)(a, tok, d)
 
-def make_model(a, tok):
-    model = load_init_model(a, tok)
+def make_model(a, tok) -> StageModel:
+    model = load_init_model(a, tok, a.init_ckpt)
     loss = dict(beta=a.beta, loss_type=a.loss_type, label_smoothing=a.label_smoothing, length_normalize=a.length_normalize,
                 rpo_alpha=a.rpo_alpha)
-    if a.use_lora:
+    if a.use_lora:                           # the reference is the same model with its adapters switched off
         apply_lora(model, a.lora_rank, a.lora_alpha, a.lora_dropout, a.lora_targets)
-        return {"model": model, "loss_fn": DPOLoss(None, **loss), "export_fn": save_lora}
+        return StageModel(model, DPOLoss(None, **loss), export=save_lora)
     ref = copy.deepcopy(model)
-    return {"model": model, "loss_fn": DPOLoss(ref, **loss), "frozen_models": [ref]}
+    return StageModel(model, DPOLoss(ref, **loss), frozen=[ref])
 
 def parser():
-    p = stage_parser("train_dpo", "Direct Preference Optimization on {'chosen', 'rejected'} jsonl.", init_stage="full_sft",
-                     data_path=demo_data("dpo.jsonl"), eval_data_path=demo_data("eval/dpo_eval.jsonl"),
-                     learning_rate=1e-5, batch_size=8, epochs=1)
+    p = stage_parser("dpo", learning_rate=1e-5, batch_size=8, epochs=1)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--loss_type", choices=["sigmoid", "ipo"], default="sigmoid")
     p.add_argument("--label_smoothing", type=float, default=0.0)
     p.add_argument("--length_normalize", action="store_true", help="average log-probs over the response instead of summing")
-    p.add_argument("--rpo_alpha", type=float, default=0.0, help="weight of an NLL term on the chosen answers (RPO)")
+    p.add_argument("--rpo_alpha", type=float, default=1.0,
+                   help="weight of an NLL term on the chosen answers (RPO; this chapter measures why 1.0: plain DPO, 0, breaks answers)")
     p.add_argument("--strict_pairs", action="store_true", help="error (instead of skip and count) on a bad preference pair")
     p.add_argument("--use_lora", action="store_true", help="train LoRA adapters; the reference is the model without them")
     p.add_argument("--lora_rank", type=int, default=8)
@@ -83,7 +85,7 @@ def parser():
     return p
 
 def main(argv=None) -> int:
-    return run_stage(argv, parser(), "rlhf", make_data, make_model)
+    return run_stage(parser().parse_args(argv), make_data, make_model)
 
 # %% ../../nbs/08_dpo.ipynb #d5bc4188
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

@@ -5,10 +5,8 @@
 # %% ../../nbs/07b_train_lora.ipynb #f50f8ef2
 from __future__ import annotations
 import sys
-from pathlib import Path
 from ..lora import apply_lora, save_lora, DEFAULT_TARGETS
-from ..model import MiniLLMForCausalLM
-from ..trainer import stage_parser, stage_datasets, load_init_model, run_stage, demo_data
+from .stage import StageModel, load_init_model, run_stage, stage_datasets, stage_parser
 
 # %% auto #0
 __all__ = ['make_data', 'make_model', 'parser', 'main']
@@ -16,14 +14,13 @@ __all__ = ['make_data', 'make_model', 'parser', 'main']
 # %% ../../nbs/07b_train_lora.ipynb #1df8e27f
 make_data = stage_datasets("sft")
 
-def make_model(a, tok):
-    model = load_init_model(a, tok)
+def make_model(a, tok) -> StageModel:
+    model = load_init_model(a, tok, a.init_ckpt)
     apply_lora(model, a.lora_rank, a.lora_alpha, a.lora_dropout, a.lora_targets, a.use_rslora)
-    return {"model": model, "export_fn": save_lora}
+    return StageModel(model, export=save_lora)        # the artefact is the adapter, not the whole model
 
 def parser():
-    p = stage_parser("train_lora", "Train a LoRA adapter (PEFT format) on conversation jsonl.", init_stage="full_sft",
-                     data_path=demo_data("lora_identity.jsonl"), learning_rate=1e-3, batch_size=8, epochs=6)
+    p = stage_parser("lora", learning_rate=1e-3, batch_size=8, epochs=6)
     p.add_argument("--lora_name", default="identity", help="the adapter is saved as <out_dir>/lora_<name>_<dim>")
     p.add_argument("--lora_rank", type=int, default=8)
     p.add_argument("--lora_alpha", type=float, default=16)
@@ -33,10 +30,7 @@ def parser():
     return p
 
 def main(argv=None) -> int:
-    p = parser()
-    a = p.parse_args(argv)
-    if a.save_name == "model": p.set_defaults(save_name=f"lora_{a.lora_name}_{{dim}}")
-    return run_stage(argv, p, "lora", make_data, make_model)
+    return run_stage(parser().parse_args(argv), make_data, make_model)
 
 # %% ../../nbs/07b_train_lora.ipynb #d5bc4188
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

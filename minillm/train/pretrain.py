@@ -6,7 +6,7 @@
 from __future__ import annotations
 import sys
 from ..model import MiniLLMForCausalLM
-from ..trainer import stage_parser, stage_datasets, run_stage, model_config_from_args, demo_data
+from .stage import StageModel, model_config_from_args, run_stage, stage_datasets, stage_parser
 
 # %% auto #0
 __all__ = ['make_data', 'make_model', 'parser', 'main']
@@ -14,15 +14,14 @@ __all__ = ['make_data', 'make_model', 'parser', 'main']
 # %% ../../nbs/05_pretrain.ipynb #aa16c1b5
 make_data = stage_datasets("pretrain")       # packed blocks of --max_seq_len tokens
 
-def make_model(a, tok): return MiniLLMForCausalLM(model_config_from_args(a, len(tok)))
+def make_model(a, tok) -> StageModel:
+    return StageModel(MiniLLMForCausalLM(model_config_from_args(a, len(tok))))
 
 def parser():
-    return stage_parser("train_pretrain", "Pretrain a MiniLLM model on {'text': ...} jsonl.",
-                        data_path=demo_data("pretrain_hq.jsonl"), eval_data_path=demo_data("eval/pretrain_eval.jsonl"),
-                        learning_rate=5e-4, batch_size=32, epochs=1)
+    return stage_parser("pretrain", learning_rate=5e-4, batch_size=32, epochs=1)
 
 def main(argv=None) -> int:
-    return run_stage(argv, parser(), "pretrain", make_data, make_model)
+    return run_stage(parser().parse_args(argv), make_data, make_model)
 
 # %% ../../nbs/05_pretrain.ipynb #d5bc4188
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

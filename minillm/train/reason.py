@@ -8,7 +8,8 @@ import sys
 import torch
 import torch.nn.functional as F
 from ..tokenizer import THINK_TAGS
-from ..trainer import stage_parser, stage_datasets, load_init_model, run_stage, demo_data
+from ..trainer import LossOutput
+from .stage import StageModel, load_init_model, run_stage, stage_datasets, stage_parser
 
 # %% auto #0
 __all__ = ['make_data', 'ReasonLoss', 'make_model', 'parser', 'main']
@@ -34,26 +35,25 @@ class ReasonLoss:
         inside = (target != -100).reshape(-1)
         plain = (ce * inside).sum() / inside.sum().clamp(min=1)
         if out.aux_loss is not None: loss = loss + out.aux_loss
-        return loss, {"ce": plain.detach(), "tokens": inside.sum()}
+        return LossOutput(loss, tokens=inside.sum(), ce=plain.detach())
 
 # %% ../../nbs/10_reasoning.ipynb #6bd12c73
 make_data = stage_datasets("sft")
 
-def make_model(a, tok):
+def make_model(a, tok) -> StageModel:
     tag_ids = tok.convert_tokens_to_ids(list(THINK_TAGS))
     if any(i is None or i == tok.unk_token_id for i in tag_ids) or any(len(tok(t, add_special_tokens=False)["input_ids"]) != 1 for t in THINK_TAGS):
         raise ValueError(f"the tokenizer must have {THINK_TAGS} as single tokens (the MiniLLM tokenizer does)")
-    return {"model": load_init_model(a, tok), "loss_fn": ReasonLoss(tag_ids, a.tag_weight)}
+    return StageModel(load_init_model(a, tok, a.init_ckpt), ReasonLoss(tag_ids, a.tag_weight))
 
 def parser():
-    p = stage_parser("train_distill_reason", "Reasoning distillation: SFT on <think>/<answer> traces.", init_stage="full_sft",
-                     data_path=demo_data("r1_mix_1024.jsonl"), learning_rate=5e-5, batch_size=16, epochs=1)
+    p = stage_parser("reason", learning_rate=5e-5, batch_size=16, epochs=1)
     p.add_argument("--tag_weight", type=float, default=5.0, help="loss weight of the think/answer tag tokens (inside the mask)")
     p.set_defaults(max_seq_len=1024)
     return p
 
 def main(argv=None) -> int:
-    return run_stage(argv, parser(), "reason", make_data, make_model)
+    return run_stage(parser().parse_args(argv), make_data, make_model)
 
 # %% ../../nbs/10_reasoning.ipynb #d5bc4188
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

@@ -4,41 +4,43 @@
 
 # %% ../../nbs/06_sft.ipynb #8cdf63a0
 from __future__ import annotations
-import argparse, sys
-from pathlib import Path
+import sys
 from ..model import MiniLLMForCausalLM
-from ..trainer import stage_parser, stage_datasets, load_init_model, run_stage, checkpoint_name, demo_data
+from .stage import StageModel, demo_data, load_init_model, run_stage, stage_datasets, stage_parser, uses_demo_data
 
 # %% auto #0
 __all__ = ['make_data', 'make_model', 'parser', 'show_answers', 'main']
 
 # %% ../../nbs/06_sft.ipynb #c8df4640
 make_data = stage_datasets("sft")            # one conversation per example, assistant spans trained, padded
-make_model = load_init_model                 # out/pretrain_<dim>, or --init_from
+
+def make_model(a, tok) -> StageModel:
+    return StageModel(load_init_model(a, tok, a.init_ckpt))   # out/pretrain_<dim>, or --init_from
 
 def parser():
-    return stage_parser("train_full_sft", "Full supervised fine-tuning on conversation jsonl.", init_stage="pretrain",
-                        data_path=demo_data("sft_mini_512.jsonl"), learning_rate=5e-5, batch_size=16, epochs=2)
+    p = stage_parser("sft", learning_rate=5e-5, batch_size=16, epochs=2)
+    p.add_argument("--sample_questions", type=int, default=None,
+                   help="print answers to this many held-out demo questions (default: 5 when training on the demo data, else 0)")
+    return p
 
 def show_answers(a, n: int):
     "Print the fine-tuned model's answers to `n` held-out questions of the demo world, and its accuracy on them."
-    from minillm.tokenizer import load_tokenizer
-    from minillm.trainer import answer_accuracy, read_records
+    from minillm.metrics import answer_accuracy, read_records
+    from minillm.tokenizer import tokenizer_for_checkpoint
     path = demo_data("eval/sft_eval.jsonl")
     if not path or n <= 0: return
-    tok = load_tokenizer(a.tokenizer_dir, a.trust_remote_code)
-    model = MiniLLMForCausalLM.from_pretrained(Path(a.out_dir) / a.save_name, vocab_size=len(tok)).eval()
+    tok = tokenizer_for_checkpoint(a.saved)
+    model = MiniLLMForCausalLM.from_pretrained(a.saved).eval()
     recs = read_records(path)
     acc, answers = answer_accuracy(model, tok, recs)
     for r, ans in list(zip(recs, answers))[:n]: print(f"  Q: {r['messages'][-1]['content']}\n  A: {ans}   (expected: {r['expected']})")
-    print(f"[full_sft] held-out answer accuracy: {acc:.0%} of {len(recs)} questions")
+    print(f"[sft] held-out answer accuracy: {acc:.0%} of {len(recs)} questions")
 
 def main(argv=None) -> int:
-    p = parser()
-    p.add_argument("--sample_questions", type=int, default=5, help="print answers to this many held-out demo questions")
-    a = p.parse_args(argv)
-    code = run_stage(argv, p, "full_sft", make_data, make_model)
-    if code == 0 and not a.ddp: show_answers(argparse.Namespace(**{**vars(a), "save_name": a.save_name if a.save_name != "model" else checkpoint_name("full_sft", a.dim, a.use_moe)}), a.sample_questions)
+    a = parser().parse_args(argv)
+    code = run_stage(a, make_data, make_model)
+    n = a.sample_questions if a.sample_questions is not None else (5 if uses_demo_data(a) else 0)
+    if code == 0 and not a.ddp: show_answers(a, n)
     return code
 
 # %% ../../nbs/06_sft.ipynb #d5bc4188
