@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_data.ipynb #79044f50
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile
+import errno, hashlib, itertools, json, os, re, shutil, socket, tempfile, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Iterator
@@ -15,9 +15,10 @@ import torch
 from .tokenizer import EOT, IM_END, IM_START
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'DataError', 'DataStats', 'read_jsonl', 'record_text', 'record_messages', 'record_pair',
-           'pair_problem', 'end_of_text_id', 'ChatMasker', 'encode_chat', 'default_cache_dir', 'TokenCache',
-           'build_cache', 'PackedDataset', 'ChatDataset', 'PairDataset', 'pair_collate', 'pad_collate']
+__all__ = ['IGNORE_INDEX', 'EOD_TOKENS', 'CACHE_VERSION', 'DataError', 'DataStats', 'read_jsonl', 'record_text',
+           'record_messages', 'record_pair', 'pair_problem', 'end_of_text_id', 'ChatMasker', 'encode_chat',
+           'end_of_turn_ids', 'default_cache_dir', 'TokenCache', 'build_cache', 'PackedDataset', 'ChatDataset',
+           'PairDataset', 'pair_collate', 'pad_collate']
 
 # %% ../nbs/03_data.ipynb #bf98690c
 IGNORE_INDEX = -100  # label of a position that is not trained
@@ -50,15 +51,23 @@ class DataStats:
             if getattr(self, k): parts.append(f"{getattr(self, k)} {what}")
         return "; ".join(parts)
 
-def read_jsonl(path: str | Path, skip_bad_lines: bool = False, stats: DataStats | None = None) -> Iterator[tuple[int, dict]]:
-    "Stream `(line_number, record)` from a jsonl file; malformed lines raise `DataError` (or are skipped and counted)."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"data file not found: {path}")
-    stats = stats if stats is not None else DataStats()
-    n = 0
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip(): continue
+def _scan(path: Path, skip_bad_lines: bool, stats: DataStats, start: int = 0, end: int | None = None,
+          first_line: int = 1) -> Iterator[tuple[int, int, dict]]:
+    "`(line number, byte offset after the line, record)` for the lines of `path` that start in `[start, end)`."
+    with open(path, "rb") as f:
+        f.seek(start)
+        pos, i = start, first_line - 1
+        for raw in f:
+            if end is not None and pos >= end: break
+            i += 1; at = pos; pos += len(raw)
+            if not raw.strip(): continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if skip_bad_lines: stats.bad_lines += 1; continue
+                raise DataError(f"{path}:{i}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at byte offset {at + e.start} "
+                                "of the file); re-encode the file as UTF-8 or pass --skip_bad_lines") from None
+            if at == 0 and line.startswith("\ufeff"): line = line[1:]          # a UTF-8 byte-order mark
             try:
                 rec = json.loads(line)
                 if not isinstance(rec, dict): raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
@@ -66,9 +75,22 @@ def read_jsonl(path: str | Path, skip_bad_lines: bool = False, stats: DataStats 
                 if skip_bad_lines: stats.bad_lines += 1; continue
                 msg = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
                 raise DataError(f"{path}:{i}: malformed JSON line ({msg}); fix it or pass --skip_bad_lines") from None
-            n += 1; stats.records += 1
-            yield i, rec
-    if n == 0: raise DataError(f"{path}: no records (the file is empty{' or every line was malformed' if stats.bad_lines else ''})")
+            stats.records += 1
+            yield i, pos, rec
+
+def _no_records(path, stats: DataStats) -> DataError:
+    return DataError(f"{path}: no records (the file is empty{' or every line was malformed' if stats.bad_lines else ''})")
+
+def read_jsonl(path: str | Path, skip_bad_lines: bool = False, stats: DataStats | None = None) -> Iterator[tuple[int, dict]]:
+    "Stream `(line_number, record)` from a jsonl file; malformed lines raise `DataError` (or are skipped and counted)."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"data file not found: {path}")
+    stats = stats if stats is not None else DataStats()
+    n = 0
+    for i, _, rec in _scan(path, skip_bad_lines, stats):
+        n += 1
+        yield i, rec
+    if n == 0: raise _no_records(path, stats)
 
 # %% ../nbs/03_data.ipynb #4a06f18a
 _ROLES = {"system", "user", "assistant"}
@@ -110,59 +132,128 @@ def pair_problem(chosen: list[dict], rejected: list[dict]) -> str | None:
     return None
 
 # %% ../nbs/03_data.ipynb #afd425cd
+EOD_TOKENS = (EOT, "<|end_of_text|>", "</s>", "<|im_end|>", "<|eot_id|>")   # end-of-document tokens, by preference
+
 def end_of_text_id(tok) -> int:
-    "The id that ends a pretraining document: `<|endoftext|>` if the tokenizer has it, else its eos."
-    i = tok.get_vocab().get(EOT)
+    "The id that ends a pretraining document: `<|endoftext|>` if the tokenizer has it, else its eos, else one of `EOD_TOKENS`."
+    vocab = tok.get_vocab()
+    i = vocab.get(EOT)
     if i is None: i = tok.eos_token_id
-    if i is None: raise DataError("the tokenizer has neither <|endoftext|> nor an eos token to end documents with")
+    if i is None: i = next((vocab[t] for t in EOD_TOKENS if t in vocab), None)
+    if i is None: raise DataError(f"the tokenizer has no end-of-document token (none of {list(EOD_TOKENS)} and no eos) "
+                                  "to end pretraining documents with; load it with minillm.tokenizer.load_tokenizer, which adds one")
     return i
 
-class ChatMasker:
-    "Marks the assistant spans (content + `<|im_end|>`) in ChatML token ids."
-    def __init__(self, tok):
-        vocab = tok.get_vocab()
-        if IM_START not in vocab or IM_END not in vocab:
-            raise DataError("SFT masks need a ChatML tokenizer (<|im_start|>/<|im_end|>); load_tokenizer() adds them")
-        self.start = tok(f"{IM_START}assistant\n", add_special_tokens=False)["input_ids"]
-        self.end = vocab[IM_END]
+# %% ../nbs/03_data.ipynb #masker
+_GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
-    def __call__(self, ids) -> list[int]:
-        mask, s, n, i = [0] * len(ids), self.start, len(self.start), 0
-        while i < len(ids):
-            if ids[i:i + n] == s:
-                j = i + n
-                while j < len(ids) and ids[j] != self.end: mask[j] = 1; j += 1
-                if j < len(ids): mask[j] = 1          # the <|im_end|> that closes the turn
-                i = j + 1
-            else: i += 1
+class ChatMasker:
+    """Renders conversations with `tok`'s chat template and finds the character spans the assistant writes (each
+    answer with its end-of-turn), via `{% generation %}` markers or by rendering prefixes."""
+    def __init__(self, tok):
+        import jinja2
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+        t = tok.chat_template
+        if isinstance(t, dict): t = t.get("default") or next(iter(t.values()), None)
+        if not t: raise DataError("the tokenizer has no chat template to render conversations with; "
+                                  "minillm.tokenizer.load_tokenizer gives such a tokenizer the ChatML template")
+        self.tok, self.source, self.template = tok, t, _compile_jinja_template(t)
+        self.marked = bool(_GENERATION.search(t))
+        self.kw = {k: str(v) for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
+        self._errors = (jinja2.TemplateError, TypeError, KeyError, IndexError)
+
+    def _render(self, msgs, gen: bool = False) -> str:
+        return self.template.render(messages=msgs, add_generation_prompt=gen, **self.kw)
+
+    def _marked_spans(self, msgs):
+        try:
+            from transformers.utils.chat_template_utils import _render_with_assistant_indices
+            return _render_with_assistant_indices(self.template, msgs, None, None, False, **self.kw)
+        except ImportError:
+            from transformers.utils.chat_template_utils import render_jinja_template
+            texts, idx = render_jinja_template([msgs], chat_template=self.source, return_assistant_tokens_mask=True, **self.kw)
+            return texts[0], idx[0]
+
+    def _prefix_spans(self, msgs, where):
+        full, spans = self._render(msgs), []
+        for k, m in enumerate(msgs):
+            if m["role"] != "assistant": continue
+            upto = full if k == len(msgs) - 1 else self._render(msgs[:k + 1])
+            plain = self._render(msgs[:k])
+            head = self._render(msgs[:k], True)
+            if not upto.startswith(head): head = plain
+            if not (full.startswith(upto) and upto.startswith(head)):
+                raise DataError(f"{where}: the chat template renders earlier turns differently once later turns follow, so the "
+                                "assistant's part cannot be found by rendering prefixes; add {% generation %} markers to the template")
+            s, e = len(head), len(upto.rstrip())
+            if head == plain:                      # no generation prompt: skip a role header the message itself renders
+                j = upto.find(m["content"].strip(), s) if m["content"].strip() else -1
+                if j > s and upto[s:j].strip(): s = j
+            spans.append((s, e))
+        return full, spans
+
+    def render(self, messages: list[dict], where: str = "conversation") -> tuple[str, list[tuple[int, int]]]:
+        "The rendered conversation and the `(start, end)` character spans to train."
+        try: text, spans = self._marked_spans(messages) if self.marked else self._prefix_spans(messages, where)
+        except self._errors as e: raise DataError(f"{where}: the chat template cannot render this conversation ({e})") from None
+        return text, [(s, e) for s, e in spans if e > s]
+
+    @staticmethod
+    def token_mask(enc, spans, n: int) -> np.ndarray:
+        "The 0/1 mask over the first `n` tokens of the encoding `enc` (a `tokenizers.Encoding`) of the trained spans."
+        mask = np.zeros(n, dtype=np.uint8)
+        for s, e in spans:
+            a = next((t for c in range(s, e) if (t := enc.char_to_token(c)) is not None), None)
+            if a is None or a >= n: continue
+            b = next(t for c in range(e - 1, s - 1, -1) if (t := enc.char_to_token(c)) is not None)
+            mask[a:b + 1] = 1
         return mask
+
+    def __call__(self, messages: list[dict], where: str = "conversation") -> tuple[list[int], list[int]]:
+        "Token ids and loss mask of one conversation."
+        text, spans = self.render(messages, where)
+        enc = _backend(self.tok).encode(text, add_special_tokens=False)
+        return enc.ids, self.token_mask(enc, spans, len(enc.ids)).tolist()
+
+def _backend(tok):
+    "The Rust tokenizer behind `tok`, without truncation or padding."
+    bt = getattr(tok, "backend_tokenizer", None)
+    if bt is None: raise DataError(f"{type(tok).__name__} is not a fast (Rust) tokenizer; token caches need one (use_fast=True)")
+    if bt.truncation is not None or bt.padding is not None:
+        from tokenizers import Tokenizer
+        bt = Tokenizer.from_str(bt.to_str()); bt.no_truncation(); bt.no_padding()
+    return bt
 
 def encode_chat(tok, messages: list[dict], max_len: int | None = None, masker: ChatMasker | None = None):
     "Token ids, loss mask and whether it was truncated, for one conversation."
-    masker = masker or ChatMasker(tok)
-    text = tok.apply_chat_template(messages, tokenize=False)
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    mask = masker(ids)
+    ids, mask = (masker or ChatMasker(tok))(messages)
     cut = max_len is not None and len(ids) > max_len
     if cut: ids, mask = ids[:max_len], mask[:max_len]
     return ids, mask, cut
 
+def end_of_turn_ids(tok) -> list[int]:
+    """The ids that end an assistant turn in `tok`'s chat template (the template's own terminator first, e.g.
+    `<|im_end|>`, `<|eot_id|>`, `</s>`), then eos: what generation should stop on."""
+    probe = "Fine, thanks."
+    text, spans = ChatMasker(tok).render([{"role": "user", "content": "Hi, how are you?"}, {"role": "assistant", "content": probe}])
+    s, e = spans[-1]
+    tail = text[s:e][text[s:e].rfind(probe) + len(probe):]
+    special = set(tok.all_special_ids) | set(getattr(tok, "added_tokens_decoder", {}))
+    out = [i for i in tok(tail, add_special_tokens=False)["input_ids"] if i in special] if tail else []
+    if tok.eos_token_id is not None: out.append(tok.eos_token_id)
+    return list(dict.fromkeys(out))
+
 # %% ../nbs/03_data.ipynb #4b57cc90
+CACHE_VERSION = 2   # bump when the bytes a build writes change
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MINILLM_CACHE", Path.home() / ".cache" / "minillm"))
 
 def _tok_fingerprint(tok) -> str:
     h = hashlib.sha1(json.dumps(sorted(tok.get_vocab().items())).encode())
     h.update(str(tok.chat_template).encode())
+    h.update(json.dumps(tok.special_tokens_map, sort_keys=True, default=str).encode())
     return h.hexdigest()[:12]
-
-def _unwrap(e: BaseException) -> BaseException:
-    "The first `DataError` in an exception's chain (datasets wraps errors raised in generators)."
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, (DataError, FileNotFoundError)): return e
-        seen.add(id(e)); e = e.__cause__ or e.__context__
-    return None
 
 class TokenCache:
     "A tokenized data file on disk: flat ids, loss mask, document offsets (memory-mapped)."
@@ -182,93 +273,234 @@ class TokenCache:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         return self.ids[a:b], self.mask[a:b]
 
+# %% ../nbs/03_data.ipynb #batchenc
+class _BatchEncoder:
+    "Records → token id lists and masks (None: all trained), counting into `stats` what is dropped or cut."
+    def __init__(self, tok, kind: str, max_len: int | None, path, strict_pairs: bool, stats: DataStats):
+        self.bt, self.kind, self.max_len, self.path, self.strict, self.stats = _backend(tok), kind, max_len, path, strict_pairs, stats
+        self.masker = ChatMasker(tok) if kind != "pretrain" else None
+        self.eot = end_of_text_id(tok) if kind == "pretrain" else None
+
+    def _cut(self, enc, spans):
+        ids = enc.ids
+        n = len(ids) if self.max_len is None else min(len(ids), self.max_len)
+        return ids[:n], ChatMasker.token_mask(enc, spans, n), n < len(ids)
+
+    def __call__(self, batch: list[tuple[int, dict]]) -> tuple[list[list[int]], list[np.ndarray] | None]:
+        st, docs, masks = self.stats, [], []
+        if self.kind == "pretrain":
+            texts = [record_text(rec, f"{self.path}:{i}") for i, rec in batch]
+            fast = getattr(self.bt, "encode_batch_fast", self.bt.encode_batch)
+            for e in fast(texts, add_special_tokens=False):
+                ids = e.ids
+                if not ids: st.empty += 1; continue
+                ids.append(self.eot); docs.append(ids)
+            st.examples += len(docs)
+            return docs, None
+        texts, spans = [], []
+        for i, rec in batch:
+            where = f"{self.path}:{i}"
+            if self.kind == "sft":
+                msgs = record_messages(rec, where)
+                if not any(m["role"] == "assistant" for m in msgs): st.no_assistant += 1; continue
+                convs = [msgs]
+            else:
+                chosen, rejected = record_pair(rec, where)
+                problem = pair_problem(chosen, rejected)
+                if problem and self.strict: raise DataError(f"{where}: {problem}")
+                if problem: st.bad_pairs += 1; continue
+                convs = [chosen, rejected]
+            for c in convs:
+                t, s = self.masker.render(c, where); texts.append(t); spans.append(s)
+        encs = self.bt.encode_batch(texts, add_special_tokens=False)
+        step = 1 if self.kind == "sft" else 2                    # a pair is two documents, kept together
+        for k in range(0, len(encs), step):
+            got = [self._cut(encs[j], spans[j]) for j in range(k, k + step)]
+            if not all(m.any() for _, m, _ in got): st.empty += 1; continue
+            st.truncated += any(c for _, _, c in got); st.examples += 1
+            for ids, m, _ in got: docs.append(ids); masks.append(m)
+        return docs, masks
+
+# %% ../nbs/03_data.ipynb #part
+def _encode_part(tok, kind: str, path: Path, start: int, end: int, first_line: int, files, dtype: str, max_len=None,
+                 skip_bad_lines=False, strict_pairs=False, progress=None, batch_size: int = 256,
+                 batch_bytes: int = 1 << 19) -> DataStats:
+    stats = DataStats()
+    enc = _BatchEncoder(tok, kind, max_len, path, strict_pairs, stats)
+    with open(files[0], "ab") as fi, open(files[1], "ab") as fm, open(files[2], "ab") as fl:
+        def flush(batch):
+            docs, masks = enc(batch)
+            if not docs: return
+            lens = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+            n = int(lens.sum())
+            fi.write(np.fromiter(itertools.chain.from_iterable(docs), dtype=dtype, count=n).data)
+            m = np.ones(n, dtype=np.uint8) if masks is None else np.concatenate(masks)
+            fm.write(m.data); fl.write(lens.data)
+            stats.tokens += n; stats.trained_tokens += n if masks is None else int(m.sum(dtype=np.int64))
+        batch, at = [], start
+        for i, pos, rec in _scan(path, skip_bad_lines, stats, start, end, first_line):
+            batch.append((i, rec))
+            if len(batch) == batch_size or pos - at >= batch_bytes:   # bounded by count and by size: flat memory
+                flush(batch); batch, at = [], pos
+                if progress: progress(pos - start, stats.records)
+        flush(batch)
+        if progress: progress(end - start, stats.records)
+    return stats
+
+def _split(path: Path, n: int) -> list[tuple[int, int, int]]:
+    "`(start, end, first line number)` of up to `n` byte ranges of `path` that begin at line starts."
+    size = path.stat().st_size
+    cuts = [0]
+    with open(path, "rb") as f:
+        for k in range(1, n):
+            f.seek(max(size * k // n, cuts[-1] + 1) - 1); f.readline()          # to the start of the next line
+            if f.tell() < size and f.tell() > cuts[-1]: cuts.append(f.tell())
+        cuts.append(size)
+        firsts, line, at = [1], 1, 0
+        for c in cuts[1:-1]:                                                     # line numbers: count newlines
+            f.seek(at)
+            while at < c:
+                chunk = f.read(min(1 << 20, c - at)); line += chunk.count(b"\n"); at += len(chunk)
+            firsts.append(line)
+    return list(zip(cuts[:-1], cuts[1:], firsts))
+
+# %% ../nbs/03_data.ipynb #workers
+def _part_worker(k, queue, counters, tok, kind, path, part, files, kw):
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    def progress(done, records): counters[2 * k], counters[2 * k + 1] = done, records
+    try: queue.put((k, "ok", asdict(_encode_part(tok, kind, path, *part, files, progress=progress, **kw))))
+    except DataError as e: queue.put((k, "data", str(e)))
+    except OSError as e: queue.put((k, "os", (e.errno, e.strerror or str(e))))
+    except BaseException as e: queue.put((k, "other", f"{type(e).__name__}: {e}"))
+
+def _run_parts(tok, kind, path, parts, files, kw, bar) -> DataStats:
+    t0 = time.perf_counter()
+    def show(done, records):
+        bar.n = done; bar.set_postfix_str(f"{records / max(time.perf_counter() - t0, 1e-9):,.0f} records/s", refresh=False); bar.refresh()
+    if len(parts) == 1: return _encode_part(tok, kind, path, *parts[0], files[0], progress=show, **kw)
+    import multiprocessing as mp, queue as queue_mod
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    counters, q = ctx.Array("q", 2 * len(parts), lock=False), ctx.Queue()
+    procs = [ctx.Process(target=_part_worker, args=(k, q, counters, tok, kind, path, part, files[k], kw), daemon=True)
+             for k, part in enumerate(parts)]
+    was = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"            # set before the fork: the workers start single-threaded
+    try:
+        for p in procs: p.start()
+    finally:
+        if was is None: os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else: os.environ["TOKENIZERS_PARALLELISM"] = was
+    stats, done = DataStats(), set()
+    try:
+        while len(done) < len(parts):
+            try: k, status, payload = q.get(timeout=0.5)
+            except queue_mod.Empty:
+                dead = [k for k, p in enumerate(procs) if k not in done and p.exitcode not in (None, 0)]
+                if dead: raise RuntimeError(f"a tokenizer process died (exit code {procs[dead[0]].exitcode}); out of memory?")
+                show(sum(counters[0::2]), sum(counters[1::2])); continue
+            if status == "data": raise DataError(payload)
+            if status == "os": raise OSError(payload[0], payload[1])
+            if status == "other": raise RuntimeError(f"tokenizer process {k}: {payload}")
+            stats.merge(DataStats(**payload)); done.add(k)
+            show(sum(counters[0::2]), sum(counters[1::2]))
+    finally:
+        for p in procs:
+            if p.is_alive(): p.terminate()
+        for p in procs: p.join()
+    return stats
+
+# %% ../nbs/03_data.ipynb #finish
+def _append(dst: Path, srcs) -> None:
+    with open(dst, "ab") as f:
+        for s in srcs:
+            with open(s, "rb") as g: shutil.copyfileobj(g, f, 1 << 20)
+            s.unlink()
+
+def _write_offsets(lengths: Path, out: Path, chunk: int = 1 << 17) -> int:
+    "offsets.npy (`[0, cumsum(lengths)...]`, int64) from the lengths file, streamed; returns the number of documents."
+    n = lengths.stat().st_size // 8
+    with open(lengths, "rb") as f, open(out, "wb") as g:
+        np.lib.format.write_array_header_1_0(g, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)), "fortran_order": False, "shape": (n + 1,)})
+        g.write(np.zeros(1, dtype=np.int64).data); carry = 0
+        while len(a := np.fromfile(f, dtype=np.int64, count=chunk)):
+            c = np.cumsum(a) + carry; g.write(c.data); carry = int(c[-1])
+    return n
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _remove_stale(root: Path, name: str) -> None:
+    "Delete temporary folders of earlier builds of `name` on this host whose process is gone."
+    host = socket.gethostname()
+    for d in root.glob(f"{name}.tmp-*"):
+        parts = d.name[len(name) + 5:].rsplit("-", 2)
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _alive(int(parts[1])):
+            shutil.rmtree(d, ignore_errors=True)
+
+def _n_proc(num_proc: int | None, size: int) -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if num_proc is None: return 1 if size < 16 << 20 else min(cpus, 8)
+    return max(1, min(int(num_proc), size // 4096))
+
 def build_cache(path: str | Path, tok, kind: str = "pretrain", max_len: int | None = None,
                 cache_dir: str | Path | None = None, num_proc: int | None = None,
-                skip_bad_lines: bool = False, rebuild: bool = False, verbose: bool = True, strict_pairs: bool = False) -> TokenCache:
+                skip_bad_lines: bool = False, rebuild: bool = False, verbose: bool = True, strict_pairs: bool = False,
+                progress: bool | None = None) -> TokenCache:
     """Tokenize `path` once into a memory-mapped cache (or reuse it). `kind`: 'pretrain' (text + end-of-text,
     all trained), 'sft' (chat template, assistant spans trained) or 'dpo' (each pair stored as two documents,
     chosen then rejected). Conversations without an assistant turn, examples with nothing left to train after
-    truncation, and bad preference pairs (an error with `strict_pairs`) are skipped and counted."""
-    import datasets
+    truncation, and bad preference pairs (an error with `strict_pairs`) are skipped and counted. `num_proc`
+    processes share the file (default: one per core, up to 8, for files over 16 MB); `progress` shows a bar
+    (default: when `verbose` and the file is over 1 MB)."""
     if kind not in ("pretrain", "sft", "dpo"): raise ValueError(f"kind must be 'pretrain', 'sft' or 'dpo', got {kind!r}")
     path = Path(path).resolve()
     if not path.is_file(): raise FileNotFoundError(f"data file not found: {path}")
     st = path.stat()
-    key = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}|{_tok_fingerprint(tok)}|{kind}|{max_len}|{skip_bad_lines}|{strict_pairs}".encode()).hexdigest()[:16]
-    folder = Path(cache_dir or default_cache_dir()) / f"{path.stem}-{kind}-{key}"
+    key = hashlib.sha1(f"v{CACHE_VERSION}|{path}|{st.st_size}|{st.st_mtime_ns}|{_tok_fingerprint(tok)}|{kind}|{max_len}|"
+                       f"{skip_bad_lines}|{strict_pairs}".encode()).hexdigest()[:16]
+    root = Path(cache_dir or default_cache_dir())
+    folder = root / f"{path.stem}-{kind}-{key}"
     if (folder / "meta.json").is_file() and not rebuild: return TokenCache(folder)
-    stats = DataStats()
-
-    def records():
-        for i, rec in read_jsonl(path, skip_bad_lines, stats):
-            where = f"{path}:{i}"
-            if kind == "pretrain": yield {"x": record_text(rec, where)}
-            elif kind == "sft": yield {"x": json.dumps(record_messages(rec, where), ensure_ascii=False)}
-            else:
-                chosen, rejected = record_pair(rec, where)
-                problem = pair_problem(chosen, rejected)
-                if problem and strict_pairs: raise DataError(f"{where}: {problem}")
-                if problem: stats.bad_pairs += 1; continue
-                yield {"x": json.dumps([chosen, rejected], ensure_ascii=False)}
-
-    eot = end_of_text_id(tok)
-    def encode(batch):
-        out = {"ids": [], "mask": [], "flag": []}          # flag: 0 ok, 1 truncated, 2 no assistant, 3 empty
-        masker = ChatMasker(tok) if kind != "pretrain" else None
-        for x in batch["x"]:
-            if kind == "dpo":                              # two documents per record, kept adjacent
-                (ci, cm, cc), (ri, rm, rc) = (encode_chat(tok, msgs, max_len, masker) for msgs in json.loads(x))
-                flag = 3 if not (any(cm) and any(rm)) else (1 if cc or rc else 0)
-                out["ids"].append([ci, ri] if flag < 2 else []); out["mask"].append([cm, rm] if flag < 2 else []); out["flag"].append(flag)
-                continue
-            if kind == "pretrain":
-                ids = tok(x, add_special_tokens=False)["input_ids"]
-                flag = 3 if not ids else 0
-                ids = ids + [eot]; mask = [1] * len(ids)
-            else:
-                msgs = json.loads(x)
-                if not any(m["role"] == "assistant" for m in msgs): ids, mask, flag = [], [], 2
-                else:
-                    ids, mask, cut = encode_chat(tok, msgs, max_len, masker)
-                    flag = 3 if not any(mask) else (1 if cut else 0)
-            out["ids"].append([ids] if flag < 2 else []); out["mask"].append([mask] if flag < 2 else []); out["flag"].append(flag)
-        return out
-
-    work = Path(tempfile.mkdtemp(prefix="minillm-cache-"))
+    _BatchEncoder(tok, kind, max_len, path, strict_pairs, DataStats())     # a tokenizer problem fails here, before any work
+    dtype = "uint16" if len(tok) <= 65536 else "uint32"
+    work = None
     try:
-        try:
-            ds = datasets.Dataset.from_generator(records, cache_dir=str(work), keep_in_memory=False)
-        except Exception as e:
-            raise (_unwrap(e) or e) from None
-        n_proc = num_proc if num_proc is not None else min(os.cpu_count() or 1, 8)
-        ds = ds.map(encode, batched=True, batch_size=256, num_proc=n_proc if len(ds) >= 256 * n_proc and n_proc > 1 else None,
-                    remove_columns=["x"], desc=f"tokenizing {path.name}")
-        flags = np.asarray(ds["flag"])
-        stats.truncated += int((flags == 1).sum()); stats.no_assistant += int((flags == 2).sum()); stats.empty += int((flags == 3).sum())
-        lengths = np.array([len(d) for docs in ds["mask"] for d in docs], dtype=np.int64)   # every kept document
-        keep = np.nonzero(flags < 2)[0]
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64); offsets[1:] = np.cumsum(lengths)
-        total = int(offsets[-1])
-        dtype = "uint16" if len(tok) <= 65536 else "uint32"
-        tmp_folder = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent if folder.parent.exists() else None))
-        ids_mm = np.memmap(tmp_folder / "ids.bin", dtype=dtype, mode="w+", shape=(max(total, 1),))
-        mask_mm = np.memmap(tmp_folder / "mask.bin", dtype=np.uint8, mode="w+", shape=(max(total, 1),))
-        pos, k = 0, 0
-        for b in ds.iter(batch_size=1024):
-            for docs, masks, flag in zip(b["ids"], b["mask"], b["flag"]):
-                for ids, mask in zip(docs, masks):
-                    ids_mm[pos:pos + len(ids)] = ids; mask_mm[pos:pos + len(ids)] = mask; pos += len(ids)
-        ids_mm.flush(); mask_mm.flush(); del ids_mm, mask_mm
-        np.save(tmp_folder / "offsets.npy", offsets)
-        stats.examples, stats.tokens = len(keep), total    # examples = records kept (a DPO pair is one)
-        stats.trained_tokens = int(np.memmap(tmp_folder / "mask.bin", dtype=np.uint8, mode="r", shape=(max(total, 1),))[:total].sum())
-        (tmp_folder / "meta.json").write_text(json.dumps({"source": str(path), "kind": kind, "max_len": max_len, "dtype": dtype,
-                                                           "vocab_size": len(tok), "stats": asdict(stats)}, indent=1))
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale(root, folder.name)
+        work = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}-", dir=root))
+        parts = _split(path, _n_proc(num_proc, st.st_size))
+        files = [(work / "ids.bin", work / "mask.bin", work / "lengths.bin")] + \
+                [tuple(work / f"part{k}.{x}" for x in ("ids", "mask", "lengths")) for k in range(1, len(parts))]
+        kw = dict(dtype=dtype, max_len=max_len, skip_bad_lines=skip_bad_lines, strict_pairs=strict_pairs)
+        from tqdm import tqdm
+        show = progress if progress is not None else (verbose and st.st_size >= 1 << 20)
+        with tqdm(total=st.st_size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"tokenizing {path.name}",
+                  disable=not show, mininterval=1.0) as bar:
+            stats = _run_parts(tok, kind, path, parts, files, kw, bar)
+        if stats.records == 0: raise _no_records(path, stats)
+        for j in range(3): _append(files[0][j], [f[j] for f in files[1:]])
+        n_docs = _write_offsets(files[0][2], work / "offsets.npy"); files[0][2].unlink()
+        if stats.tokens == 0:                                # np.memmap cannot map an empty file
+            for f, dt in ((files[0][0], dtype), (files[0][1], np.uint8)): f.write_bytes(np.zeros(1, dtype=dt).tobytes())
+        (work / "meta.json").write_text(json.dumps({"source": str(path), "kind": kind, "max_len": max_len, "dtype": dtype,
+                                                    "vocab_size": len(tok), "documents": n_docs, "version": CACHE_VERSION,
+                                                    "stats": asdict(stats)}, indent=1))
         if folder.exists(): shutil.rmtree(folder)
-        os.replace(tmp_folder, folder)                    # the cache appears whole, or not at all
+        os.replace(work, folder)                             # the cache appears whole, or not at all
+        work = None
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise DataError(f"no room to write the token cache of {path.name} in {root} ({e.strerror}); free space there, or pass "
+                            f"--cache_dir (or set MINILLM_CACHE) to a folder on a disk with room — a cache takes about 3 bytes "
+                            f"per token, roughly the size of the data file") from None
+        if isinstance(e, FileNotFoundError): raise
+        raise DataError(f"cannot write the token cache of {path.name} in {root} ({e.strerror or e}); pass --cache_dir "
+                        "(or set MINILLM_CACHE) to a writable folder") from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None: shutil.rmtree(work, ignore_errors=True)
     if verbose: print(f"[data] {path.name}: {stats.summary()}")
     return TokenCache(folder)
 
