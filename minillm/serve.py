@@ -4,18 +4,25 @@
 
 # %% ../nbs/12_serve.ipynb #89413fbc
 from __future__ import annotations
-import argparse, asyncio, hmac, json, os, queue, random, socket, statistics, subprocess, sys, threading, time, uuid
+import argparse, asyncio, bisect, hmac, json, math, os, queue, random, socket, statistics, subprocess, sys, threading, time, uuid
+from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal
 import torch
 from .model import KVCache, process_logits
 from .eval import chat_prompt_ids, stop_token_ids, TextStream, VisibleStream, visible_text
+from .tokenizer import split_think, THINK_TAGS
+from .data import end_of_turn_ids
 
 # %% auto #0
-__all__ = ['sse', 'parse_sse', 'StopMatcher', 'merge_caches', 'keep_rows', 'trim_cache', 'GenRequest', 'BatchEngine', 'APIError',
-           'error_body', 'TextPart', 'ChatMessage', 'StreamOptions', 'ChatRequest', 'CompletionRequest', 'create_app',
-           'parser', 'main', 'free_port', 'launch_server', 'bench_serve', 'run_serve_bench', 'format_serve_table']
+__all__ = ['GREEDY_BELOW', 'MAX_N', 'UNSUPPORTED', 'sse', 'parse_sse', 'StopMatcher', 'merge_caches', 'keep_rows', 'trim_cache',
+           'sample_logits', 'token_logprobs', 'GenRequest', 'BatchEngine', 'APIError', 'error_body', 'ErrorDetail',
+           'ErrorResponse', 'TextPart', 'ChatMessage', 'StreamOptions', 'ChatRequest', 'CompletionRequest', 'clean_loc',
+           'read_body', 'max_token_chars', 'Metrics', 'split_reasoning', 'ReasoningStream', 'ServerState',
+           'prepare_chat', 'prepare_completion', 'generations', 'chat_logprobs', 'completion_logprobs', 'respond_json',
+           'respond_stream', 'openapi_schema', 'create_app', 'parser', 'load_served_model', 'main', 'free_port',
+           'launch_server', 'bench_serve', 'run_serve_bench', 'format_serve_table']
 
 # %% ../nbs/12_serve.ipynb #5bbdbe91
 def sse(obj) -> str:
@@ -91,10 +98,39 @@ def trim_cache(cache: KVCache, mask: torch.Tensor) -> torch.Tensor:
         cache.lengths[i] -= first
     return mask[:, first:]
 
+# %% ../nbs/12_serve.ipynb #5a1d0c01
+GREEDY_BELOW = 1e-5        # a temperature below this is greedy (dividing by it would overflow)
+
+def sample_logits(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                  generator: torch.Generator | None = None) -> int:
+    """One token id from logits `[1, V]`, safe for every temperature in [0, 2] and top-p in (0, 1]: greedy below
+    `GREEDY_BELOW`, the most likely token always in the nucleus, greedy again if the distribution is not finite."""
+    lg = logits.float()
+    if not temperature or temperature < GREEDY_BELOW: return int(lg.argmax())
+    lg = lg / temperature
+    if top_k and 0 < top_k < lg.shape[-1]:
+        lg = lg.masked_fill(lg < lg.topk(top_k, dim=-1).values[:, -1:], float("-inf"))
+    if top_p < 1.0:
+        srt, idx = lg.sort(-1, descending=True)
+        p = srt.softmax(-1)
+        drop = p.cumsum(-1) - p >= top_p
+        drop[:, 0] = False                                  # never the whole vocabulary
+        lg = lg.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
+    probs = lg.softmax(-1)
+    if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0: return int(logits.float().argmax())
+    return int(torch.multinomial(probs, 1, generator=generator)[0, 0])
+
+def token_logprobs(logits: torch.Tensor, token: int, k: int = 0) -> tuple[float, list[tuple[int, float]]]:
+    "(log-probability of `token`, the `k` most likely (id, log-probability)) under the raw logits `[1, V]`."
+    lp = logits.float().log_softmax(-1)[0]
+    top = lp.topk(k) if k > 0 else None
+    return float(lp[token]), (list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else [])
+
 # %% ../nbs/12_serve.ipynb #1dcae31d
 @dataclass(eq=False)
 class GenRequest:
-    "One generation: prompt ids, sampling settings, and `on_event`, called from the worker thread."
+    """One generation: prompt ids, sampling settings, and `on_event`, called from the worker thread.
+    `logprobs`: None, or k ≥ 0 to report each token's log-probability and the k most likely alternatives."""
     prompt_ids: list[int]
     max_tokens: int = 256
     temperature: float = 0.0
@@ -102,25 +138,53 @@ class GenRequest:
     top_k: int = 0
     seed: int | None = None
     stop_ids: tuple[int, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] | None = None
+    logprobs: int | None = None
     on_event: Callable[[tuple], None] | None = None
     cancelled: bool = False
     n_generated: int = 0
     generator: torch.Generator | None = field(default=None, repr=False)
     def cancel(self): self.cancelled = True
+    @property
+    def shaped(self) -> bool:
+        "Does this request adjust the logits before choosing (anything but plain greedy / temperature sampling)?"
+        return bool(self.logit_bias) or self.presence_penalty != 0 or self.frequency_penalty != 0 or self.repetition_penalty != 1.0
+
+def _shape_logits(lg: torch.Tensor, r: GenRequest, counts: torch.Tensor | None) -> torch.Tensor:
+    "The request's own logit adjustments on `[1, V]` (float32); `counts` [V]: occurrences in the prompt (< 0) / output."
+    lg = lg.float().clone()
+    if r.logit_bias:
+        ids = torch.tensor(list(r.logit_bias), device=lg.device)
+        lg[0, ids] += torch.tensor(list(r.logit_bias.values()), device=lg.device)
+    if counts is not None:
+        gen = counts.clamp(min=0)
+        if r.repetition_penalty != 1.0:
+            seen = counts != 0
+            pen = torch.where(lg > 0, lg / r.repetition_penalty, lg * r.repetition_penalty)
+            lg = torch.where(seen[None], pen, lg)
+        lg = lg - r.frequency_penalty * gen[None] - r.presence_penalty * (gen > 0).float()[None]
+    return lg
 
 class BatchEngine:
     """Continuous batching over a MiniLLM model: `submit` requests from any thread; a worker thread prefills new
-    ones, merges them into the running batch, and decodes all rows with one forward per step."""
-    def __init__(self, model, max_batch: int = 16, max_prefill_tokens: int = 8192):
-        self.model, self.max_batch, self.max_prefill_tokens = model.eval(), max_batch, max_prefill_tokens
-        self._held: list[GenRequest] = []           # admitted next time: they did not fit this prefill's token budget
+    ones (long prompts in chunks of `prefill_chunk` tokens, between decode steps), merges them into the running
+    batch, and decodes all rows with one forward per step."""
+    def __init__(self, model, max_batch: int = 16, prefill_chunk: int = 256, max_prefill_tokens: int = 8192):
+        self.model, self.max_batch = model.eval(), max_batch
+        self.prefill_chunk, self.max_prefill_tokens = prefill_chunk, max_prefill_tokens
         self.max_seq_len = model.config.max_seq_len
         self.inbox: queue.Queue = queue.Queue()
+        self.waiting: deque[GenRequest] = deque()        # submitted, not prefilled yet
+        self.partial: GenRequest | None = None           # the long prompt being prefilled chunk by chunk
         self.rows: list[GenRequest] = []
         self.cache = self.mask = self.last = None
-        self.stats = dict(decode_steps=0, decode_rows=0, prefills=0, prefill_rows=0, requests=0)
+        self.stats = dict(decode_steps=0, decode_rows=0, prefills=0, prefill_rows=0, prefill_chunks=0, requests=0)
         self.trace: list[list[GenRequest]] | None = None    # set to [] to record the rows of every decode step
-        self._stop, self._thread, self._new = threading.Event(), None, []
+        self._stop, self._thread, self._long_turn, self._joining = threading.Event(), None, False, []
+        self._state: dict[GenRequest, dict] = {}         # per request: penalty counts, chunked-prefill cache
 
     def start(self):
         if self._thread is None or not self._thread.is_alive():
@@ -136,7 +200,7 @@ class BatchEngine:
         if not req.prompt_ids: raise ValueError("empty prompt")
         if len(req.prompt_ids) >= self.max_seq_len:
             raise ValueError(f"prompt of {len(req.prompt_ids)} tokens leaves no room in the context of {self.max_seq_len}")
-        if req.generator is None and req.temperature > 0:
+        if req.generator is None and req.temperature >= GREEDY_BELOW:
             req.generator = torch.Generator(device=self.model.device).manual_seed(
                 req.seed if req.seed is not None else random.randrange(2 ** 63))
         self.inbox.put(req)
@@ -145,7 +209,7 @@ class BatchEngine:
     @property
     def active(self) -> int: return len(self.rows)
     @property
-    def queued(self) -> int: return self.inbox.qsize() + len(self._held)
+    def queued(self) -> int: return self.inbox.qsize() + len(self.waiting) + (self.partial is not None)
 
     def generate(self, prompt_ids, **kw) -> tuple[list[int], str]:
         "Blocking convenience: submit one request, wait, return (generated ids without the stop token, finish_reason)."
@@ -162,32 +226,65 @@ class BatchEngine:
     def _run(self):
         with torch.inference_mode():
             while not self._stop.is_set():
-                try:
-                    self._admit()
-                    if self.rows: self._decode()
-                except Exception as e:             # never die: fail the requests involved, keep serving
-                    for r in self.rows + self._new: self._emit(r, ("error", f"{type(e).__name__}: {e}"))
-                    self.rows, self._new, self.cache = [], [], None
+                try: self.step()
+                except Exception as e:             # a failing decode forward: the batch's problem, not one request's
+                    for r in self.rows + self._joining: self._fail(r, f"{type(e).__name__}: {e}")
+                    self.rows, self.cache, self._joining = [], None, []
+
+    def step(self):
+        "One engine step: take new requests, at most one prefill forward (a batch of prompts, or a chunk), one decode."
+        self._take(block=not self.rows and not self.waiting and self.partial is None)
+        if self.partial is not None and (self._long_turn or not self._admissible()): self._chunk(); self._long_turn = False
+        else: self._long_turn = self._admit()          # after a batch of short prompts, the long one's turn
+        if self.rows: self._decode()
 
     def _emit(self, r: GenRequest, ev: tuple):
         try:
             if r.on_event is not None: r.on_event(ev)
         except Exception: r.cancel()               # e.g. the event loop of a finished request closed
 
+    def _fail(self, r: GenRequest, msg: str):
+        self._emit(r, ("error", msg)); self._state.pop(r, None)
+
+    def _finish(self, r: GenRequest, ev: tuple):
+        self._emit(r, ev); self._state.pop(r, None)
+
+    def _take(self, block: bool):
+        "Move submitted requests into the waiting line (waiting a little for one when there is nothing else to do)."
+        try:
+            r = self.inbox.get(timeout=0.05) if block else self.inbox.get_nowait()
+            while True:
+                if r is not None: self.waiting.append(r)
+                r = self.inbox.get_nowait()
+        except queue.Empty: pass
+        if any(r.cancelled for r in self.waiting):         # a client gave up while waiting: free its place now
+            for r in [r for r in self.waiting if r.cancelled]: self._finish(r, ("done", "cancelled", 0))
+            self.waiting = deque(r for r in self.waiting if not r.cancelled)
+
+    def _is_long(self, r: GenRequest) -> bool: return 0 < self.prefill_chunk < len(r.prompt_ids)
+    def _slots(self) -> int: return self.max_batch - len(self.rows) - (self.partial is not None)
+    def _admissible(self) -> bool:
+        return self._slots() > 0 and any(not self._is_long(r) for r in self.waiting)
+
     def _admit(self):
-        "Take waiting requests, as many as fit the batch and the prefill budget (a left-padded [n, longest] forward)."
-        new = self._new = []
-        while len(self.rows) + len(new) < self.max_batch:
-            if self._held: r = self._held.pop(0)
-            else:
-                try: r = self.inbox.get(timeout=0.05) if not self.rows and not new else self.inbox.get_nowait()
-                except queue.Empty: break
-            if r is None: continue
-            if r.cancelled: self._emit(r, ("done", "cancelled", 0)); continue
+        """Prefill waiting prompts together as one left-padded `[n, longest]` forward while `n × longest` fits the
+        step's budget (`prefill_chunk`, or `max_prefill_tokens` without chunking); a long prompt at the head of the
+        line starts its chunked prefill instead, when no other long one is in progress."""
+        budget = self.prefill_chunk or self.max_prefill_tokens
+        new, skipped = [], []
+        while self.waiting and self._slots() > len(new):
+            r = self.waiting.popleft()
+            if r.cancelled: self._finish(r, ("done", "cancelled", 0)); continue
+            if self._is_long(r):
+                if self.partial is None and not new: self.partial = r; self._state[r] = {"cache": KVCache(self.model.config.n_layers), "done": 0}; break
+                skipped.append(r); continue
             longest = max([len(r.prompt_ids)] + [len(x.prompt_ids) for x in new])
-            if new and (len(new) + 1) * longest > self.max_prefill_tokens: self._held.insert(0, r); break
+            if new and (len(new) + 1) * longest > budget: self.waiting.appendleft(r); break
             new.append(r)
-        if new: self._prefill(new)
+        self.waiting.extendleft(reversed(skipped))
+        if new: self._prefill(new); return True
+        if self.partial is not None: self._chunk()
+        return False
 
     def _prefill(self, new: list[GenRequest]):
         dev, L = self.model.device, max(len(r.prompt_ids) for r in new)
@@ -196,11 +293,36 @@ class BatchEngine:
         for j, r in enumerate(new):
             ids[j, L - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, device=dev); mask[j, L - len(r.prompt_ids):] = 1
         cache = KVCache(self.model.config.n_layers)
-        logits = self.model(ids, attention_mask=mask, past_key_values=cache, logits_to_keep=1).logits[:, -1]
+        try: logits = self.model(ids, attention_mask=mask, past_key_values=cache, logits_to_keep=1).logits[:, -1]
+        except Exception as e:                       # only these requests were in this forward
+            for r in new: self._fail(r, f"prefill failed: {type(e).__name__}: {e}")
+            return
         self.stats["prefills"] += 1; self.stats["prefill_rows"] += len(new); self.stats["requests"] += len(new)
+        self._join(new, cache, mask, logits)
+
+    def _chunk(self):
+        "Prefill the next `prefill_chunk` tokens of the long prompt in progress; join the batch after the last."
+        r, st = self.partial, self._state.get(self.partial)
+        if r.cancelled or st is None:
+            self.partial = None; self._finish(r, ("done", "cancelled", 0)); return
+        ids = r.prompt_ids[st["done"]:st["done"] + self.prefill_chunk]
+        x = torch.tensor([ids], device=self.model.device)
+        try: logits = self.model(x, past_key_values=st["cache"], logits_to_keep=1).logits[:, -1]
+        except Exception as e:
+            self.partial = None; self._fail(r, f"prefill failed: {type(e).__name__}: {e}"); return
+        st["done"] += len(ids); self.stats["prefill_chunks"] += 1
+        if st["done"] < len(r.prompt_ids): return
+        self.partial = None
+        self.stats["prefills"] += 1; self.stats["prefill_rows"] += 1; self.stats["requests"] += 1
+        cache = st.pop("cache")
+        self._join([r], cache, torch.ones(1, len(r.prompt_ids), dtype=torch.long, device=x.device), logits)
+
+    def _join(self, new: list[GenRequest], cache: KVCache, mask: torch.Tensor, logits: torch.Tensor):
+        "Sample the first token of freshly prefilled requests and merge the ones still going into the running batch."
+        dev, self._joining = mask.device, new
         toks = self._sample(logits, new)
         keep = [j for j, (r, t) in enumerate(zip(new, toks)) if self._advance(r, t)]
-        if not keep: self._new = []; return
+        if not keep: self._joining = []; return
         if len(keep) < len(new): mask = keep_rows(cache, mask, torch.tensor(keep, device=dev))
         last = torch.tensor([toks[j] for j in keep], device=dev)
         rows = [new[j] for j in keep]
@@ -208,7 +330,7 @@ class BatchEngine:
         else:
             self.cache, self.mask = merge_caches(self.cache, self.mask, cache, mask)
             self.last, self.rows = torch.cat([self.last, last]), self.rows + rows
-        self._new = []
+        self._joining = []
 
     def _decode(self):
         self._retire([not r.cancelled for r in self.rows])
@@ -219,55 +341,86 @@ class BatchEngine:
         self.stats["decode_steps"] += 1; self.stats["decode_rows"] += len(self.rows)
         if self.trace is not None: self.trace.append(list(self.rows))
         toks = self._sample(logits, self.rows)
-        self.last = torch.tensor(toks, device=self.last.device)
+        self.last = torch.tensor([max(t, 0) for t in toks], device=self.last.device)
         self._retire([self._advance(r, t) for r, t in zip(self.rows, toks)])
 
     def _retire(self, alive: list[bool]):
         if all(alive): return
         keep = [j for j, a in enumerate(alive) if a]
         for j, (r, a) in enumerate(zip(self.rows, alive)):
-            if not a and r.cancelled: self._emit(r, ("done", "cancelled", r.n_generated))
+            if not a and r.cancelled: self._finish(r, ("done", "cancelled", r.n_generated))
         if not keep: self.rows, self.cache = [], None; return
         idx = torch.tensor(keep, device=self.last.device)
         self.mask = keep_rows(self.cache, self.mask, idx)
         self.last, self.rows = self.last[idx], [self.rows[j] for j in keep]
 
+    def _counts(self, r: GenRequest, lg: torch.Tensor) -> torch.Tensor | None:
+        "Occurrence counts for the penalties: -1 for prompt tokens (seen, not generated), +n for generated ones."
+        if r.presence_penalty == 0 and r.frequency_penalty == 0 and r.repetition_penalty == 1.0: return None
+        st = self._state.setdefault(r, {})
+        if "counts" not in st:
+            c = torch.zeros(lg.shape[-1], device=lg.device)
+            if r.repetition_penalty != 1.0: c[torch.tensor(r.prompt_ids, device=lg.device)] = -1
+            st["counts"] = c
+        return st["counts"]
+
     def _sample(self, logits: torch.Tensor, rows: list[GenRequest]) -> list[int]:
-        "One token per row, each row with its own settings (greedy rows by argmax, the others by their generator)."
-        out = logits.argmax(-1)
+        """One token per row, each row with its own settings (plain greedy rows by one batched argmax). A row whose
+        sampling fails gets an error and the id -1, which retires it; the other rows are not touched."""
+        out = logits.argmax(-1).tolist()
         for j, r in enumerate(rows):
-            if r.temperature > 0:
-                lg = process_logits(logits[j:j + 1], r.temperature, r.top_k, r.top_p)
-                out[j] = torch.multinomial(lg.softmax(-1), 1, generator=r.generator)[0, 0]
-        return out.tolist()
+            if r.temperature < GREEDY_BELOW and not r.shaped and r.logprobs is None: continue
+            try:
+                lg = logits[j:j + 1]
+                if r.shaped or r.temperature >= GREEDY_BELOW:
+                    counts = self._counts(r, lg)
+                    shaped = _shape_logits(lg, r, counts) if r.shaped else lg
+                    out[j] = sample_logits(shaped, r.temperature, r.top_k, r.top_p, r.generator)
+                    if counts is not None: counts[out[j]] = counts[out[j]].clamp(min=0) + 1
+                if r.logprobs is not None: self._state.setdefault(r, {})["lp"] = token_logprobs(lg, out[j], r.logprobs)
+            except Exception as e:
+                self._fail(r, f"sampling failed: {type(e).__name__}: {e}"); out[j] = -1
+        return out
 
     def _advance(self, r: GenRequest, t: int) -> bool:
-        "Report token `t` of request `r`; False when `r` is finished (stop token, max_tokens, context full, cancelled)."
-        if r.cancelled: return False
+        "Report token `t` of request `r`; False when `r` is finished (stop token, max_tokens, context full, cancelled, failed)."
+        if t < 0 or r.cancelled: return False
         r.n_generated += 1
-        if t in r.stop_ids: self._emit(r, ("done", "stop", r.n_generated)); return False
-        self._emit(r, ("token", t))
+        if t in r.stop_ids: self._finish(r, ("done", "stop", r.n_generated)); return False
+        st = self._state.get(r)
+        self._emit(r, ("token", t, st.pop("lp", None) if st else None))
         if r.n_generated >= r.max_tokens or len(r.prompt_ids) + r.n_generated >= self.max_seq_len:
-            self._emit(r, ("done", "length", r.n_generated)); return False
+            self._finish(r, ("done", "length", r.n_generated)); return False
         return True
 
 # %% ../nbs/12_serve.ipynb #9539952e
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 class APIError(Exception):
-    "An error answered in OpenAI's shape with HTTP `status`."
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None):
+    "An error answered in OpenAI's shape with HTTP `status` (and extra response `headers`, e.g. Retry-After)."
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.status, self.message, self.type, self.param, self.code, self.headers = status, message, type, param, code, headers
 
 def error_body(message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+class ErrorDetail(_Strict):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+class ErrorResponse(_Strict):
+    error: ErrorDetail
 
 class TextPart(_Strict):
     type: Literal["text"]
@@ -276,56 +429,199 @@ class TextPart(_Strict):
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    name: str | None = None
 
 class StreamOptions(_Strict):
     include_usage: bool = False
 
+MAX_N = 16                 # choices per request at most (n, best_of)
+
 class _Sampling(_Strict):
     model: str | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    n: int | None = None
-    seed: int | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=-1, description="vLLM's extension: -1 or 0 = off")
+    n: int | None = Field(None, ge=1, le=MAX_N)
+    seed: int | None = Field(None, ge=-2 ** 63, le=2 ** 64 - 1)
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    ignore_eos: bool | None = False
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(None, gt=0, le=100, description="vLLM's extension")
+    logit_bias: dict[str, float] | None = None
+    ignore_eos: bool | None = Field(False, description="vLLM's extension: generate exactly max_tokens")
+    user: str | None = None
+    metadata: dict[str, str] | None = None
 
 class ChatRequest(_Sampling):
-    messages: list[ChatMessage]
+    messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    # accepted only with a value that asks for nothing (see `UNSUPPORTED`)
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict] | None = None
+    function_call: str | dict | None = None
+    response_format: dict | None = None
+    modalities: list[str] | None = None
+    audio: dict | None = None
+    prediction: dict | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    web_search_options: dict | None = None
+    store: bool | None = None
+    service_tier: str | None = None
 
 class CompletionRequest(_Sampling):
     prompt: str | list[int] | list[str]
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool | None = False
+    best_of: int | None = Field(None, ge=1, le=MAX_N)
+    suffix: str | None = None
+
+# %% ../nbs/12_serve.ipynb #5a1d0c11
+def _fields(*models) -> set[str]:
+    out = set()
+    for m in models:
+        for name, f in m.model_fields.items():
+            out.add(name)
+            for sub in getattr(f.annotation, "__args__", ()) + (f.annotation,):
+                for t in getattr(sub, "__args__", ()) + (sub,):
+                    if isinstance(t, type) and issubclass(t, BaseModel) and t is not m: out |= _fields(t)
+    return out
+
+_FIELD_NAMES = _fields(ChatRequest, CompletionRequest)
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long", "finite_number"}
+
+def clean_loc(loc: tuple) -> str:
+    "An error location as the user's field path: field names and list indices, not pydantic's union branch names."
+    return ".".join(str(x) for x in loc if isinstance(x, int) or x in _FIELD_NAMES)
 
 def _parse(raw: bytes, cls: type[BaseModel]):
-    "Validate a request body; APIError 400 for malformed JSON, 422 naming the field for a schema mismatch."
+    "Validate a request body; APIError 400 for malformed JSON, bad values, unknown fields; 422 for a schema mismatch."
     try: return cls.model_validate_json(raw or b"")
     except ValidationError as e:
-        err = e.errors()[0]
-        if err["type"] == "json_invalid" or not raw:
-            raise APIError(400, f"malformed JSON body: {err['msg']}" if raw else "empty request body; expected a JSON object", code="invalid_json") from None
-        loc = ".".join(str(x) for x in err["loc"])
-        raise APIError(422, f"{loc or 'body'}: {err['msg']}", param=loc or None, code="invalid_type") from None
+        errs = e.errors()
+        if errs[0]["type"] == "json_invalid" or not raw:
+            raise APIError(400, f"malformed JSON body: {errs[0]['msg']}" if raw else "empty request body; expected a JSON object", code="invalid_json") from None
+        extra = [x for x in errs if x["type"] == "extra_forbidden"]
+        if extra and len(extra) == len(errs):
+            loc = ".".join(filter(None, [clean_loc(extra[0]["loc"][:-1]), str(extra[0]["loc"][-1])]))
+            raise APIError(400, f"Unrecognized request argument supplied: {loc}", param=loc, code="unknown_parameter") from None
+        deepest = max(errs, key=lambda x: len(clean_loc(x["loc"]).split(".")) if x["type"] != "extra_forbidden" else -1)
+        loc = clean_loc(deepest["loc"])
+        same = [x for x in errs if clean_loc(x["loc"]) == loc and x["type"] != "extra_forbidden"]
+        msg = " or ".join(dict.fromkeys(x["msg"] for x in same))
+        if all(x["type"] in _RANGE_ERRORS for x in same):
+            raise APIError(400, f"{loc}: {msg}", param=loc or None, code="invalid_value") from None
+        raise APIError(422, f"{loc or 'body'}: {msg}", param=loc or None, code="invalid_type") from None
 
-def _check_values(req: _Sampling):
-    "The checks pydantic's types cannot express; APIError 400 naming the parameter."
-    def bad(param, msg): raise APIError(400, f"{param}: {msg}", param=param, code="invalid_value")
-    for name in ("max_tokens", "max_completion_tokens"):
-        v = getattr(req, name)
-        if v is not None and v <= 0: bad(name, f"must be at least 1, got {v}")
-    if req.temperature is not None and not 0 <= req.temperature <= 2: bad("temperature", f"must be in [0, 2], got {req.temperature}")
-    if req.top_p is not None and not 0 < req.top_p <= 1: bad("top_p", f"must be in (0, 1], got {req.top_p}")
-    if req.top_k is not None and req.top_k < 0: bad("top_k", f"must be >= 0, got {req.top_k}")
-    if req.n not in (None, 1): bad("n", f"only n=1 is supported, got {req.n}")
+# %% ../nbs/12_serve.ipynb #5a1d0c14
+UNSUPPORTED = {  # field: (accepted values, why anything else is refused)
+    "tools": (lambda v: not v, "tool calling is not supported by this server"),
+    "functions": (lambda v: not v, "function calling is not supported by this server"),
+    "tool_choice": (lambda v: v in (None, "none", "auto"), "tool calling is not supported by this server (only \"none\" / \"auto\")"),
+    "function_call": (lambda v: v in (None, "none", "auto"), "function calling is not supported by this server"),
+    "response_format": (lambda v: v is None or v == {"type": "text"}, "structured output is not supported (only {\"type\": \"text\"})"),
+    "modalities": (lambda v: v in (None, ["text"]), "only text output is supported"),
+    "store": (lambda v: not v, "this server stores no completions"),
+    "service_tier": (lambda v: v in (None, "auto", "default"), "there are no service tiers here"),
+    "audio": (lambda v: v is None, "audio output is not supported"),
+    "prediction": (lambda v: v is None, "predicted outputs are not supported"),
+    "reasoning_effort": (lambda v: v is None, "the reasoning effort of this model cannot be set"),
+    "verbosity": (lambda v: v is None, "verbosity cannot be set"),
+    "web_search_options": (lambda v: v is None, "web search is not supported"),
+    "suffix": (lambda v: not v, "insertion (suffix) is not supported"),
+}
+
+def _check_values(req: _Sampling, vocab_size: int):
+    "What the schema cannot say; APIError 400 naming the parameter."
+    def bad(param, msg, code="invalid_value"): raise APIError(400, f"{param}: {msg}", param=param, code=code)
+    for name, (ok, why) in UNSUPPORTED.items():
+        if name in type(req).model_fields and not ok(getattr(req, name)): bad(name, why, "unsupported_parameter")
     stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
     if len(stops) > 4: bad("stop", f"at most 4 stop sequences, got {len(stops)}")
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(req, name) not in (None, 0, 0.0): bad(name, "not supported by this server (only 0)")
+    for k, v in (req.logit_bias or {}).items():
+        if not (k.isdigit() and int(k) < vocab_size): bad("logit_bias", f"keys must be token ids in [0, {vocab_size}), got {k!r}")
+        if not -100 <= v <= 100: bad("logit_bias", f"biases must be in [-100, 100], got {v}")
+    if isinstance(req, ChatRequest) and req.top_logprobs is not None and not req.logprobs:
+        bad("top_logprobs", "requires logprobs: true")
+    if isinstance(req, CompletionRequest):
+        if req.best_of is not None and req.best_of != (req.n or 1):
+            bad("best_of", f"only best_of = n is supported (no ranking of candidates), got best_of={req.best_of}, n={req.n or 1}", "unsupported_parameter")
+        if req.echo and req.logprobs is not None: bad("echo", "echo together with logprobs is not supported (no prompt log-probabilities)", "unsupported_parameter")
+
+# %% ../nbs/12_serve.ipynb #5a1d0c16
+async def read_body(request: Request, limit: int) -> bytes:
+    "The request body, refused with 413 as soon as it is known to exceed `limit` bytes (by its Content-Length: unread)."
+    def too_big(n): return APIError(413, f"the request body is {n} bytes; this server accepts at most {limit} (--max_body_bytes)", code="request_too_large")
+    cl = request.headers.get("content-length")
+    if cl is not None:
+        if not cl.isdigit(): raise APIError(400, f"invalid Content-Length {cl!r}", code="invalid_request")
+        if int(cl) > limit: raise too_big(int(cl))
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit: raise too_big(f"more than {limit}")
+    return bytes(buf)
+
+def max_token_chars(tok) -> int:
+    "An upper bound on the characters one token decodes to (its vocabulary string is at least as long)."
+    return max(len(t) for t in tok.get_vocab())
+
+# %% ../nbs/12_serve.ipynb #5a1d0c18
+class Metrics:
+    "Counters and histograms, rendered in the Prometheus text exposition format."
+    BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+    HELP = {"vllm:num_requests_running": ("gauge", "Requests in the running batch."),
+            "vllm:num_requests_waiting": ("gauge", "Requests waiting to be prefilled."),
+            "vllm:prompt_tokens_total": ("counter", "Prompt tokens of finished requests."),
+            "vllm:generation_tokens_total": ("counter", "Generated tokens."),
+            "vllm:request_success_total": ("counter", "Finished requests, by finish reason."),
+            "minillm:request_rejected_total": ("counter", "Requests refused or failed by the server, by reason."),
+            "vllm:time_to_first_token_seconds": ("histogram", "Time from arrival to the first token."),
+            "vllm:inter_token_latency_seconds": ("histogram", "Time between consecutive tokens of a request."),
+            "vllm:e2e_request_latency_seconds": ("histogram", "Time from arrival to the last token.")}
+
+    def __init__(self, model_name: str):
+        self.labels, self.lock = {"model_name": model_name}, threading.Lock()
+        self.counters: dict[tuple, float] = {}
+        self.hists = {n: [[0] * len(self.BUCKETS), 0.0, 0] for n, (k, _) in self.HELP.items() if k == "histogram"}
+
+    def inc(self, name: str, v: float = 1, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        with self.lock: self.counters[key] = self.counters.get(key, 0) + v
+
+    def observe(self, name: str, v: float):
+        with self.lock:
+            h = self.hists[name]
+            i = bisect.bisect_left(self.BUCKETS, v)
+            if i < len(self.BUCKETS): h[0][i] += 1
+            h[1] += v; h[2] += 1
+
+    def _lab(self, **extra) -> str:
+        return "{" + ",".join(f'{k}="{v}"' for k, v in ({**self.labels, **extra}).items()) + "}"
+
+    def render(self, gauges: dict[str, float]) -> str:
+        out = []
+        with self.lock:
+            for name, (kind, help) in self.HELP.items():
+                out += [f"# HELP {name} {help}", f"# TYPE {name} {kind}"]
+                if kind == "gauge": out.append(f"{name}{self._lab()} {gauges.get(name, 0)}")
+                elif kind == "counter":
+                    rows = [(dict(l), v) for (n, l), v in self.counters.items() if n == name] or [({}, 0)]
+                    out += [f"{name}{self._lab(**l)} {v}" for l, v in rows]
+                else:
+                    counts, total, n = self.hists[name]
+                    acc = 0
+                    for b, c in zip(self.BUCKETS, counts):
+                        acc += c; out.append(f"{name}_bucket{self._lab(le=b)} {acc}")
+                    out += [f"{name}_bucket{self._lab(le='+Inf')} {n}", f"{name}_sum{self._lab()} {total}", f"{name}_count{self._lab()} {n}"]
+        return "\n".join(out) + "\n"
 
 # %% ../nbs/12_serve.ipynb #ad1e7746
 class _LoopSink:
@@ -346,19 +642,29 @@ class _LoopSink:
         for q, ev in items: q.put_nowait(ev)
 
 class _Generation:
-    "Async iterator over (text, finish_reason | None) of one request; `usage` when done."
-    def __init__(self, engine: BatchEngine, tok, req: GenRequest, stops: list[str], sink: _LoopSink | None = None, is_disconnected=None):
-        self.engine, self.tok, self.req, self.stops, self.is_disconnected = engine, tok, req, stops, is_disconnected
-        self.sink, self.completion_tokens, self._next_check = sink, 0, time.monotonic() + 1.0
+    "Async iterator over (text, finish_reason | None, [(token, logprob, top)]) of one engine request; `usage` when done."
+    def __init__(self, st: "ServerState", req: GenRequest, stops: list[str], is_disconnected=None):
+        self.st, self.req, self.stops, self.is_disconnected = st, req, stops, is_disconnected
+        self.completion_tokens, self._next_check, self.q, self._timer = 0, time.monotonic() + 1.0, None, None
+
+    def start(self) -> "_Generation":
+        loop, self.q, sink = asyncio.get_running_loop(), asyncio.Queue(), self.st.sink
+        q = self.q
+        self.req.on_event = lambda ev: sink.put(q, ev)
+        self.t0 = time.perf_counter()
+        self.st.engine.submit(self.req)
+        if self.st.request_timeout: self._timer = loop.call_later(self.st.request_timeout, q.put_nowait, ("timeout",))
+        return self
 
     @property
     def usage(self) -> dict:
         p = len(self.req.prompt_ids)
         return {"prompt_tokens": p, "completion_tokens": self.completion_tokens, "total_tokens": p + self.completion_tokens}
 
-    async def _next_events(self, q: asyncio.Queue) -> list[tuple] | None:
+    async def _next_events(self) -> list[tuple] | None:
         """The next event and any others already waiting (a consumer that fell behind catches up in one piece);
         None when `is_disconnected` (checked about once a second) says the client went away."""
+        q = self.q
         if self.is_disconnected is None: evs = [await q.get()]
         else:
             while True:
@@ -371,55 +677,328 @@ class _Generation:
         return evs
 
     async def __aiter__(self):
-        q = asyncio.Queue()
-        sink = self.sink or _LoopSink(asyncio.get_running_loop())
-        self.req.on_event = lambda ev: sink.put(q, ev)
-        self.engine.submit(self.req)
-        text, stop = TextStream(self.tok), StopMatcher(self.stops)
+        text, stop, m, last = TextStream(self.st.tok), StopMatcher(self.stops), self.st.metrics, None
         try:
             while True:
-                evs = await self._next_events(q)
+                evs = await self._next_events()
                 if evs is None: return                     # the client went away
-                out = []
+                out, lps, now = [], [], time.perf_counter()
                 for ev in evs:
                     if ev[0] == "token":
                         self.completion_tokens += 1
+                        m.observe("vllm:time_to_first_token_seconds" if last is None else "vllm:inter_token_latency_seconds",
+                                  now - (self.t0 if last is None else last))
+                        last = now
                         piece, hit = stop.push(text.push(ev[1]))
                         out.append(piece)
-                        if hit: yield "".join(out), "stop"; return
+                        if ev[2] is not None: lps.append((ev[1], *ev[2]))
+                        if hit: yield "".join(out), "stop", lps; return
                     elif ev[0] == "done":
                         self.completion_tokens = max(self.completion_tokens, ev[2])
                         piece, hit = stop.push(text.flush())
                         out.append(piece + ("" if hit else stop.flush()))
-                        yield "".join(out), ("stop" if hit else ev[1]); return
-                    else: raise APIError(500, f"generation failed: {ev[1]}", type="server_error", code="engine_error")
-                yield "".join(out), None                      # possibly "": the caller learns a token arrived
+                        reason = "stop" if hit else ev[1]
+                        m.inc("vllm:request_success_total", finished_reason=reason)
+                        m.observe("vllm:e2e_request_latency_seconds", now - self.t0)
+                        yield "".join(out), reason, lps; return
+                    elif ev[0] == "timeout":
+                        m.inc("minillm:request_rejected_total", reason="timeout")
+                        raise APIError(504, f"the request did not finish within this server's timeout of {self.st.request_timeout:g} s "
+                                       "(--request_timeout)", type="server_error", code="timeout")
+                    else:
+                        m.inc("minillm:request_rejected_total", reason="engine_error")
+                        raise APIError(500, f"generation failed: {ev[1]}", type="server_error", code="engine_error")
+                yield "".join(out), None, lps                  # possibly "": the caller learns a token arrived
         finally:
             self.req.cancel()
+            if self._timer is not None: self._timer.cancel()
+            m.inc("vllm:prompt_tokens_total", len(self.req.prompt_ids)); m.inc("vllm:generation_tokens_total", self.completion_tokens)
+
+async def _merged(gens: list[_Generation]):
+    "(choice index, item) from several generations as their items arrive; one generation is iterated directly."
+    if len(gens) == 1:
+        async for item in gens[0]: yield 0, item
+        return
+    q: asyncio.Queue = asyncio.Queue()
+    async def pump(i, g):
+        try:
+            async for item in g: q.put_nowait((i, item))
+            q.put_nowait((i, None))
+        except BaseException as e: q.put_nowait((i, e))
+    tasks = [asyncio.ensure_future(pump(i, g)) for i, g in enumerate(gens)]
+    try:
+        left = len(gens)
+        while left:
+            i, item = await q.get()
+            if item is None: left -= 1
+            elif isinstance(item, BaseException): raise item
+            else: yield i, item
+    finally:
+        for t in tasks: t.cancel()
+
+# %% ../nbs/12_serve.ipynb #5a1d0c21
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    "(reasoning, content) of a reply: the think block (None without one) and the answer; text without tags is all content."
+    think, answer = split_think(text)
+    return (None, text) if think is None and "<answer>" not in text else (think, answer)
+
+class ReasoningStream:
+    "Streamed text → (reasoning delta, content delta), consistent with `split_reasoning` of the whole text."
+    def __init__(self): self.text, self.r, self.c = "", "", ""
+
+    def _delta(self, t: str, final: bool = False) -> tuple[str, str]:
+        r, c = split_reasoning(t)
+        r = r or ""
+        dr = r[len(self.r):] if r.startswith(self.r) else (r if final else "")
+        dc = c[len(self.c):] if c.startswith(self.c) else (c if final else "")
+        if r.startswith(self.r) or final: self.r = r
+        if c.startswith(self.c) or final: self.c = c
+        return dr, dc
+
+    def push(self, piece: str) -> tuple[str, str]:
+        self.text += piece
+        t, cut = self.text, self.text.rfind("<")
+        if cut >= 0 and any(tag.startswith(t[cut:]) and tag != t[cut:] for tag in THINK_TAGS): t = t[:cut]   # half a tag
+        return self._delta(t)
+
+    def done(self) -> tuple[str, str]: return self._delta(self.text, final=True)
+
+# %% ../nbs/12_serve.ipynb #5a1d0c23
+@dataclass
+class ServerState:
+    "What the handlers of one app share."
+    engine: BatchEngine
+    tok: Any
+    model_name: str = "minillm"
+    api_key: str | None = None
+    default_max_tokens: int = 512
+    think: str = "inline"                   # "inline" (as generated), "hide" (answer only), "separate" (reasoning_content)
+    max_queue: int = 256
+    request_timeout: float | None = 600.0
+    max_body_bytes: int = 2 * 2 ** 20
+    sink: _LoopSink | None = None
+    def __post_init__(self):
+        self.ctx, self.created, self.vocab_size = self.engine.max_seq_len, int(time.time()), len(self.tok)
+        try: stops = end_of_turn_ids(self.tok)           # the chat template's own end of turn, then eos
+        except Exception: stops = stop_token_ids(self.tok)   # a tokenizer without a chat template
+        self.stop_ids, self.max_token_chars = tuple(stops), max_token_chars(self.tok)
+        self.metrics, self._token_str = Metrics(self.model_name), {}
+
+    def token_str(self, i: int) -> str:
+        if i not in self._token_str: self._token_str[i] = self.tok.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return self._token_str[i]
+
+def _auth(st: ServerState, request: Request):
+    if st.api_key is None: return
+    got = request.headers.get("authorization", "")
+    if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].strip().encode(), st.api_key.encode()):
+        raise APIError(401, "missing or incorrect API key: send `Authorization: Bearer <key>`", code="invalid_api_key")
+
+def _check_model(st: ServerState, name: str | None):
+    if name is not None and name != st.model_name:
+        raise APIError(404, f"the model {name!r} does not exist; this server serves {st.model_name!r}", param="model", code="model_not_found")
+
+def _check_chars(st: ServerState, chars: int, param: str):
+    if chars > st.ctx * st.max_token_chars:
+        raise APIError(400, f"This model's maximum context length is {st.ctx} tokens; the {param} are {chars} characters, "
+                       f"more than {st.ctx} tokens can hold. Please reduce the length of the {param}.", param=param, code="context_length_exceeded")
+
+def prepare_chat(st: ServerState, raw: bytes) -> tuple[ChatRequest, list[int]]:
+    "Parse and check a chat body, render the chat template, tokenize (run off the event loop)."
+    req = _parse(raw, ChatRequest)
+    _check_model(st, req.model); _check_values(req, st.vocab_size)
+    msgs, chars = [], 0
+    for m in req.messages:
+        content = m.content if isinstance(m.content, str) else "".join(p.text for p in (m.content or []))
+        chars += len(content)
+        msgs.append({"role": "system" if m.role == "developer" else m.role, "content": content} | ({"name": m.name} if m.name else {}))
+    _check_chars(st, chars, "messages")
+    try: ids = chat_prompt_ids(st.tok, msgs)
+    except Exception as e: raise APIError(400, f"messages: the chat template rejected them: {e}", param="messages") from None
+    return req, ids
+
+def prepare_completion(st: ServerState, raw: bytes) -> tuple[CompletionRequest, list[int], str]:
+    "Parse and check a completions body, tokenize; (request, prompt ids, the prompt text to echo or '')."
+    req = _parse(raw, CompletionRequest)
+    _check_model(st, req.model); _check_values(req, st.vocab_size)
+    p = req.prompt
+    if isinstance(p, list) and p and isinstance(p[0], str):
+        if len(p) != 1: raise APIError(400, "prompt: only one prompt per request is supported", param="prompt", code="invalid_value")
+        p = p[0]
+    if isinstance(p, str):
+        _check_chars(st, len(p), "prompt")
+        ids = st.tok(p, add_special_tokens=False)["input_ids"] if p else []
+    else:
+        ids = list(p)
+        if any(not 0 <= i < st.vocab_size for i in ids):
+            raise APIError(400, f"prompt: token ids must be in [0, {st.vocab_size})", param="prompt", code="invalid_value")
+    if not ids: raise APIError(400, "prompt: must not be empty", param="prompt", code="invalid_value")
+    echo = (p if isinstance(p, str) else st.tok.decode(ids)) if req.echo else ""
+    return req, ids, echo
+
+def generations(st: ServerState, req: _Sampling, ids: list[int], is_disconnected=None) -> tuple[list[_Generation], int]:
+    "Check context and queue, then submit one engine request per choice; (generations, prompt tokens)."
+    p, chat = len(ids), isinstance(req, ChatRequest)
+    param = "messages" if chat else "prompt"
+    asked = req.max_completion_tokens or req.max_tokens
+    if p >= st.ctx:
+        raise APIError(400, f"This model's maximum context length is {st.ctx} tokens. However, your request has {p} input tokens. "
+                       f"Please reduce the length of the {param}.", param=param, code="context_length_exceeded")
+    if asked is not None and p + asked > st.ctx:
+        raise APIError(400, f"This model's maximum context length is {st.ctx} tokens. However, you requested {p + asked} tokens "
+                       f"({p} in the {param}, {asked} in the completion). Please reduce the length of the {param} or completion.",
+                       param="max_tokens", code="context_length_exceeded")
+    n, e = req.n or 1, st.engine
+    if e.active + e.queued + n > e.max_batch + st.max_queue:
+        st.metrics.inc("minillm:request_rejected_total", reason="queue_full")
+        raise APIError(503, f"the server is busy: {e.active} requests running, {e.queued} waiting (--max_queue {st.max_queue}); "
+                       "retry shortly", type="server_error", code="server_overloaded", headers={"Retry-After": "1"})
+    lp = ((req.top_logprobs or 0) if req.logprobs else None) if chat else req.logprobs
+    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    gens = []
+    for i in range(n):
+        seed = None if req.seed is None else (req.seed if i == 0 else (req.seed + i) % 2 ** 64)
+        g = GenRequest(ids, max_tokens=asked or min(st.default_max_tokens, st.ctx - p),
+                       temperature=1.0 if req.temperature is None else req.temperature, top_p=1.0 if req.top_p is None else req.top_p,
+                       top_k=max(0, req.top_k or 0), seed=seed, stop_ids=() if req.ignore_eos else st.stop_ids,
+                       presence_penalty=req.presence_penalty or 0.0, frequency_penalty=req.frequency_penalty or 0.0,
+                       repetition_penalty=req.repetition_penalty or 1.0,
+                       logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None, logprobs=lp)
+        gens.append(_Generation(st, g, stops, None if req.stream else is_disconnected).start())
+    return gens, p
+
+# %% ../nbs/12_serve.ipynb #5a1d0c25
+def _message_fields(st: ServerState, text: str) -> dict:
+    "The content fields of a finished chat reply under the server's think mode."
+    if st.think == "hide": return {"content": visible_text(text)}
+    if st.think == "separate":
+        r, c = split_reasoning(text)
+        return {"content": c} | ({"reasoning_content": r} if r is not None else {})
+    return {"content": text}
+
+class _DeltaShaper:
+    "The same, piece by piece, for a stream: `push(piece, final)` → the delta's content fields."
+    def __init__(self, think: str):
+        self.think, self.vis = think, VisibleStream(show_think=False) if think == "hide" else None
+        self.rs = ReasoningStream() if think == "separate" else None
+    def push(self, piece: str, final: bool) -> dict:
+        if self.vis is not None:
+            s = self.vis.push(piece) + (self.vis.done() if final else ""); return {"content": s} if s else {}
+        if self.rs is not None:
+            r, c = self.rs.push(piece)
+            if final: r2, c2 = self.rs.done(); r, c = r + r2, c + c2
+            return ({"reasoning_content": r} if r else {}) | ({"content": c} if c else {})
+        return {"content": piece} if piece else {}
+
+def chat_logprobs(st: ServerState, lps: list) -> dict:
+    def entry(i, lp): s = st.token_str(i); return {"token": s, "logprob": lp, "bytes": list(s.encode())}
+    return {"content": [entry(i, lp) | {"top_logprobs": [entry(j, v) for j, v in top]} for i, lp, top in lps]}
+
+def completion_logprobs(st: ServerState, lps: list, offset: int = 0) -> dict:
+    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for i, lp, top in lps:
+        s = st.token_str(i)
+        out["tokens"].append(s); out["token_logprobs"].append(lp)
+        out["top_logprobs"].append({st.token_str(j): v for j, v in top}); out["text_offset"].append(offset)
+        offset += len(s)
+    return out
+
+# %% ../nbs/12_serve.ipynb #5a1d0c27
+async def _collect(g: _Generation) -> tuple[str, str | None, list]:
+    parts, lps, reason = [], [], None
+    async for piece, reason, lp in g: parts.append(piece); lps += lp
+    return "".join(parts), reason, lps
+
+def _usage(p: int, gens: list[_Generation]) -> dict:
+    c = sum(g.completion_tokens for g in gens)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+async def respond_json(st: ServerState, req: _Sampling, gens: list[_Generation], p: int, chat: bool, echo: str = "") -> dict:
+    try: results = await asyncio.gather(*(_collect(g) for g in gens))
+    finally:
+        for g in gens: g.req.cancel()
+    choices = []
+    for i, (text, reason, lps) in enumerate(results):
+        if chat:
+            choices.append({"index": i, "message": {"role": "assistant"} | _message_fields(st, text),
+                            "logprobs": chat_logprobs(st, lps) if req.logprobs else None, "finish_reason": reason})
+        else:
+            choices.append({"index": i, "text": echo + text, "finish_reason": reason,
+                            "logprobs": completion_logprobs(st, lps, len(echo)) if req.logprobs is not None else None})
+    return {"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": st.model_name, "choices": choices, "usage": _usage(p, gens)}
+
+def respond_stream(st: ServerState, req: _Sampling, gens: list[_Generation], p: int, chat: bool, echo: str = "") -> StreamingResponse:
+    rid, now = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], int(time.time())
+    obj, include_usage = "chat.completion.chunk" if chat else "text_completion", bool(req.stream_options and req.stream_options.include_usage)
+
+    def chunk(i, fields: dict | None = None, reason=None, lps=None, role=False):
+        if chat:
+            delta = ({"role": "assistant", "content": ""} if role else {}) | (fields or {})
+            c = {"index": i, "delta": delta, "logprobs": chat_logprobs(st, lps) if lps else None, "finish_reason": reason}
+        else:
+            c = {"index": i, "text": (fields or {}).get("content", ""), "logprobs": None, "finish_reason": reason}
+            if lps: c["logprobs"] = completion_logprobs(st, lps, offsets[i]); offsets[i] += sum(len(st.token_str(t)) for t, *_ in lps)
+        return sse({"id": rid, "object": obj, "created": now, "model": st.model_name, "choices": [c]} | ({"usage": None} if include_usage else {}))
+
+    offsets = [len(echo)] * len(gens)
+    async def events():
+        shapers, started = [_DeltaShaper(st.think if chat else "inline") for _ in gens], [False] * len(gens)
+        try:
+            if echo:
+                for i in range(len(gens)): yield chunk(i, {"content": echo})
+            async for i, (piece, reason, lps) in _merged(gens):
+                if chat and not started[i]: yield chunk(i, role=True)
+                started[i] = True
+                fields = shapers[i].push(piece, reason is not None)
+                if fields or lps: yield chunk(i, fields, lps=lps)
+                if reason is not None: yield chunk(i, reason=reason)
+            if include_usage:
+                yield sse({"id": rid, "object": obj, "created": now, "model": st.model_name, "choices": [], "usage": _usage(p, gens)})
+        except APIError as e:
+            yield sse(error_body(e.message, e.type, e.param, e.code))
+        finally:
+            for g in gens: g.req.cancel()
+        yield sse("[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+# %% ../nbs/12_serve.ipynb #5a1d0c29
+_BODIES = {"/v1/chat/completions": ChatRequest, "/v1/completions": CompletionRequest}
+
+def openapi_schema(app: FastAPI, st: ServerState) -> dict:
+    if app.openapi_schema: return app.openapi_schema
+    s = get_openapi(title=app.title, version=app.version, routes=app.routes, description=app.description)
+    comps = s.setdefault("components", {}).setdefault("schemas", {})
+    comps.pop("HTTPValidationError", None); comps.pop("ValidationError", None)
+    for cls in (*_BODIES.values(), ErrorResponse):
+        js = cls.model_json_schema(ref_template="#/components/schemas/{model}")
+        comps.update(js.pop("$defs", {})); comps[cls.__name__] = js
+    if st.api_key: s["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    for path, ops in s["paths"].items():
+        for method, op in ops.items():
+            op["responses"].pop("422", None)
+            codes = {}
+            if path.startswith("/v1"):
+                if st.api_key: op["security"], codes["401"] = [{"bearer": []}], "missing or wrong API key"
+                if path == "/v1/models/{name}": codes["404"] = "no such model"
+            if path in _BODIES:
+                op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{_BODIES[path].__name__}"}}}}
+                op["responses"]["200"]["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+                codes |= {"400": "malformed JSON, a value out of range, an unknown or unsupported field, a prompt too long",
+                          "404": "no such model", "413": "the body is larger than --max_body_bytes",
+                          "422": "the body does not match the schema", "503": "the queue is full (Retry-After)",
+                          "504": "the request ran past --request_timeout"}
+            for c, d in codes.items(): op["responses"][c] = {"description": d, **err}
+    app.openapi_schema = s
+    return s
 
 # %% ../nbs/12_serve.ipynb #2404594f
-def create_app(model, tok, model_name: str = "minillm", api_key: str | None = None, max_batch: int = 16,
-               default_max_tokens: int = 512, engine: BatchEngine | None = None, show_think: bool = True) -> FastAPI:
-    """The OpenAI-compatible FastAPI app serving `model` (a MiniLLM model, eval mode) with tokenizer `tok`.
-    `api_key`: required as `Authorization: Bearer <key>` on /v1 routes. The engine runs while the app does."""
-    engine = engine or BatchEngine(model, max_batch=max_batch)
-    stops_ids, ctx, created = tuple(stop_token_ids(tok)), model.config.max_seq_len, int(time.time())
-
-    sink = None
-    @asynccontextmanager
-    async def lifespan(app):
-        nonlocal sink
-        sink = _LoopSink(asyncio.get_running_loop())
-        engine.start()
-        yield
-        engine.shutdown()
-
-    app = FastAPI(title="MiniLLM OpenAI-compatible API", lifespan=lifespan)
-    app.state.engine, app.state.model_name = engine, model_name
-
+def _error_handlers(app: FastAPI, st: ServerState):
     @app.exception_handler(APIError)
     async def _api_error(request, e: APIError):
-        return JSONResponse(error_body(e.message, e.type, e.param, e.code), status_code=e.status)
+        return JSONResponse(error_body(e.message, e.type, e.param, e.code), status_code=e.status, headers=e.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, e):
@@ -428,120 +1007,67 @@ def create_app(model, tok, model_name: str = "minillm", api_key: str | None = No
 
     @app.exception_handler(Exception)
     async def _server_error(request, e):
+        st.metrics.inc("minillm:request_rejected_total", reason="internal_error")
         return JSONResponse(error_body(f"internal error: {type(e).__name__}: {e}", "server_error"), status_code=500)
 
-    def auth(request: Request):
-        if api_key is None: return
-        got = request.headers.get("authorization", "")
-        if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].strip().encode(), api_key.encode()):
-            raise APIError(401, "missing or incorrect API key: send `Authorization: Bearer <key>`", code="invalid_api_key")
+def create_app(model, tok, model_name: str = "minillm", api_key: str | None = None, max_batch: int = 16,
+               default_max_tokens: int = 512, engine: BatchEngine | None = None, show_think: bool = True,
+               reasoning_content: bool = False, max_queue: int = 256, request_timeout: float | None = 600.0,
+               max_body_bytes: int = 2 * 2 ** 20, prefill_chunk: int = 256) -> FastAPI:
+    """The OpenAI-compatible FastAPI app serving `model` (a MiniLLM model, eval mode) with tokenizer `tok`.
+    `api_key`: required as `Authorization: Bearer <key>` on /v1 routes. The engine runs while the app does."""
+    st = ServerState(engine or BatchEngine(model, max_batch=max_batch, prefill_chunk=prefill_chunk), tok, model_name, api_key,
+                     default_max_tokens, "separate" if reasoning_content else ("inline" if show_think else "hide"),
+                     max_queue, request_timeout or None, max_body_bytes)
 
-    def check_model(name):
-        if name is not None and name != model_name:
-            raise APIError(404, f"the model {name!r} does not exist; this server serves {model_name!r}", param="model", code="model_not_found")
+    @asynccontextmanager
+    async def lifespan(app):
+        st.sink = _LoopSink(asyncio.get_running_loop())
+        st.engine.start()
+        yield
+        st.engine.shutdown()
 
-    def gen_request(req: _Sampling, prompt_ids: list[int]) -> tuple[GenRequest, list[str]]:
-        if len(prompt_ids) >= ctx:
-            raise APIError(413, f"the prompt is {len(prompt_ids)} tokens; this model's context is {ctx} tokens "
-                           f"(at least one must be left to generate)", param="messages" if isinstance(req, ChatRequest) else "prompt",
-                           code="context_length_exceeded")
-        max_new = req.max_completion_tokens or req.max_tokens or default_max_tokens
-        temperature = 1.0 if req.temperature is None else req.temperature
-        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        return GenRequest(prompt_ids, max_tokens=min(max_new, ctx - len(prompt_ids)), temperature=temperature,
-                          top_p=1.0 if req.top_p is None else req.top_p, top_k=req.top_k or 0, seed=req.seed,
-                          stop_ids=() if req.ignore_eos else stops_ids), stops
+    app = FastAPI(title="MiniLLM OpenAI-compatible API", version="1", lifespan=lifespan)
+    app.state.engine, app.state.model_name, app.state.server = st.engine, model_name, st
+    _error_handlers(app, st)
+    app.openapi = lambda: openapi_schema(app, st)
+    model_card = lambda: {"id": model_name, "object": "model", "created": st.created, "owned_by": "minillm", "max_model_len": st.ctx}
 
     @app.get("/health")
     async def health():
-        s = dict(engine.stats)
-        return {"status": "ok", "model": model_name, "active": engine.active, "queued": engine.queued,
+        s, e = dict(st.engine.stats), st.engine
+        return {"status": "ok", "model": model_name, "active": e.active, "queued": e.queued,
                 "mean_batch": round(s["decode_rows"] / s["decode_steps"], 3) if s["decode_steps"] else 0.0, **s}
+
+    @app.get("/metrics")
+    async def metrics():
+        gauges = {"vllm:num_requests_running": st.engine.active, "vllm:num_requests_waiting": st.engine.queued}
+        return Response(st.metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/models")
     async def models(request: Request):
-        auth(request)
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "minillm",
-                                            "max_model_len": ctx}]}
+        _auth(st, request)
+        return {"object": "list", "data": [model_card()]}
 
     @app.get("/v1/models/{name}")
     async def model_info(name: str, request: Request):
-        auth(request); check_model(name)
-        return {"id": model_name, "object": "model", "created": created, "owned_by": "minillm", "max_model_len": ctx}
+        _auth(st, request); _check_model(st, name)
+        return model_card()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        auth(request)
-        req = _parse(await request.body(), ChatRequest)
-        check_model(req.model); _check_values(req)
-        if not req.messages: raise APIError(400, "messages: must contain at least one message", param="messages", code="invalid_value")
-        msgs = []
-        for m in req.messages:
-            content = m.content if isinstance(m.content, str) else "".join(p.text for p in (m.content or []))
-            msgs.append({"role": "system" if m.role == "developer" else m.role, "content": content})
-        try: ids = chat_prompt_ids(tok, msgs)
-        except Exception as e: raise APIError(400, f"messages: the chat template rejected them: {e}", param="messages") from None
-        greq, stops = gen_request(req, ids)
-        return await respond(request, req, greq, stops, chat=True)
+        _auth(st, request)
+        req, ids = await asyncio.to_thread(prepare_chat, st, await read_body(request, st.max_body_bytes))
+        gens, p = generations(st, req, ids, request.is_disconnected)
+        return respond_stream(st, req, gens, p, chat=True) if req.stream else await respond_json(st, req, gens, p, chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        auth(request)
-        req = _parse(await request.body(), CompletionRequest)
-        check_model(req.model); _check_values(req)
-        p = req.prompt
-        if isinstance(p, list) and p and isinstance(p[0], str):
-            if len(p) != 1: raise APIError(400, "prompt: only one prompt per request is supported", param="prompt", code="invalid_value")
-            p = p[0]
-        if isinstance(p, str): ids = tok(p, add_special_tokens=False)["input_ids"] if p else []
-        else:
-            ids = list(p)
-            if any(not 0 <= i < len(tok) for i in ids): raise APIError(400, f"prompt: token ids must be in [0, {len(tok)})", param="prompt", code="invalid_value")
-        if not ids: raise APIError(400, "prompt: must not be empty", param="prompt", code="invalid_value")
-        greq, stops = gen_request(req, ids)
-        return await respond(request, req, greq, stops, chat=False)
-
-    async def respond(request: Request, req: _Sampling, greq: GenRequest, stops: list[str], chat: bool):
-        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-        obj, now = ("chat.completion" if chat else "text_completion"), int(time.time())
-        if not req.stream:
-            gen, parts, reason = _Generation(engine, tok, greq, stops, sink, request.is_disconnected), [], None
-            async for piece, reason in gen: parts.append(piece)
-            text = "".join(parts)
-            if chat and not show_think: text = visible_text(text)           # a reasoning model's answer only
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}
-                      if chat else {"index": 0, "text": text, "logprobs": None, "finish_reason": reason})
-            return {"id": rid, "object": obj, "created": now, "model": model_name, "choices": [choice], "usage": gen.usage}
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        chunk_obj = "chat.completion.chunk" if chat else "text_completion"
-
-        def chunk(text=None, reason=None, role=False):
-            if chat:
-                delta = ({"role": "assistant", "content": ""} if role else {}) | ({"content": text} if text else {})
-                c = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
-            else: c = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
-            out = {"id": rid, "object": chunk_obj, "created": now, "model": model_name, "choices": [c]}
-            if include_usage: out["usage"] = None
-            return sse(out)
-
-        async def events():
-            gen, first = _Generation(engine, tok, greq, stops, sink), True
-            vis = VisibleStream(show_think=False) if chat and not show_think else None
-            try:
-                async for piece, reason in gen:
-                    if first and chat: yield chunk(role=True)
-                    first = False
-                    if vis is not None: piece = vis.push(piece) + (vis.done() if reason is not None else "")
-                    if piece: yield chunk(piece)
-                    if reason is not None: yield chunk(reason=reason)
-                if include_usage:
-                    yield sse({"id": rid, "object": chunk_obj, "created": now, "model": model_name, "choices": [], "usage": gen.usage})
-            except APIError as e:
-                yield sse(error_body(e.message, e.type, e.param, e.code))
-            yield sse("[DONE]")
-
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        _auth(st, request)
+        req, ids, echo = await asyncio.to_thread(prepare_completion, st, await read_body(request, st.max_body_bytes))
+        gens, p = generations(st, req, ids, request.is_disconnected)
+        return (respond_stream(st, req, gens, p, chat=False, echo=echo) if req.stream
+                else await respond_json(st, req, gens, p, chat=False, echo=echo))
 
     return app
 
@@ -551,14 +1077,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", help="a checkpoint folder (MiniLLM, or a transformers llama/qwen2/qwen3 model); default: picked by --out_dir/--model_mode/--dim")
     p.add_argument("--out_dir", default="./out")
     p.add_argument("--model_mode", type=int, default=1, help="0 pretrain, 1 full_sft, 2 rlhf (with --out_dir, --dim)")
-    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--dim", type=int, default=None, help="choose <stage>_<dim>; default: the only one in --out_dir, else 512")
     p.add_argument("--use_moe", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--lora_name", help="apply the adapter <out_dir>/lora_<name>_<dim>")
     p.add_argument("--lora_path", help="apply the adapter in this folder")
     p.add_argument("--tokenizer_dir", help="default: the checkpoint's own tokenizer, else the shipped one")
     p.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None, help="default: bf16 on CUDA, fp32 elsewhere")
+    p.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], default="auto",
+                   help="auto: bf16 only where the hardware computes it natively, else fp32")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8998)
     p.add_argument("--api-key", "--api_key", dest="api_key", default=os.environ.get("MINILLM_API_KEY"),
@@ -566,28 +1093,44 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model_name", help="the model id clients send (default: the checkpoint folder's name)")
     p.add_argument("--show_think", action=argparse.BooleanOptionalAction, default=True,
                    help="chat replies of a reasoning model include its <think> block (--no-show_think: the answer only)")
+    p.add_argument("--reasoning_content", action=argparse.BooleanOptionalAction, default=False,
+                   help="chat replies carry the <think> block in a separate `reasoning_content` field (DeepSeek / vLLM)")
     p.add_argument("--max_batch", type=int, default=16, help="requests decoded together at most; more wait in a queue")
+    p.add_argument("--max_queue", type=int, default=256, help="requests waiting at most; beyond, 503 with Retry-After")
+    p.add_argument("--request_timeout", type=float, default=600, help="seconds a request may take in all (0: no limit)")
+    p.add_argument("--max_body_bytes", type=int, default=2 * 2 ** 20, help="larger request bodies get 413")
+    p.add_argument("--prefill_chunk", type=int, default=256, help="prompt tokens per prefill forward; longer prompts are "
+                   "prefilled in chunks between decode steps (0: whole prompts)")
     p.add_argument("--max_tokens", type=int, default=512, help="tokens generated when a request gives no max_tokens")
     p.add_argument("--threads", type=int, help="torch CPU threads for the model (default on CPU: all cores but one, "
                    "which the event loop needs for HTTP and detokenizing)")
     p.add_argument("--log_level", default="info")
     return p
 
+def load_served_model(a: argparse.Namespace):
+    "(model, tokenizer, served name) for parsed arguments `a` (the checkpoint found as `eval_model` finds it)."
+    from minillm.eval import load_chat_model, find_checkpoint
+    from minillm.model import resolve_device
+    from minillm.perf import resolve_dtype
+    ckpt = a.ckpt if a.ckpt is not None else find_checkpoint(a.out_dir, a.model_mode, a.dim, a.use_moe)
+    dev = resolve_device(a.device)
+    model, tok = load_chat_model(ckpt, out_dir=a.out_dir, model_mode=a.model_mode, use_moe=a.use_moe,
+                                 lora_name=a.lora_name, lora_path=a.lora_path, tokenizer_dir=a.tokenizer_dir,
+                                 device=dev, dtype=resolve_dtype(a.dtype, str(dev)), trust_remote_code=a.trust_remote_code)
+    adapter = a.lora_name or (os.path.basename(os.path.normpath(a.lora_path)) if a.lora_path else None)
+    name = a.model_name or os.path.basename(os.path.normpath(str(ckpt))) + (f"+{adapter}" if adapter else "")
+    return model, tok, name
+
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
     import uvicorn
-    from minillm.eval import load_chat_model, find_checkpoint
-    try:
-        ckpt = a.ckpt if a.ckpt is not None else find_checkpoint(a.out_dir, a.model_mode, a.dim, a.use_moe)
-        model, tok = load_chat_model(ckpt, out_dir=a.out_dir, model_mode=a.model_mode, dim=a.dim, use_moe=a.use_moe,
-                                     lora_name=a.lora_name, lora_path=a.lora_path, tokenizer_dir=a.tokenizer_dir,
-                                     device=a.device, dtype=a.dtype, trust_remote_code=a.trust_remote_code)
+    try: model, tok, name = load_served_model(a)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
     if model.device.type == "cpu": torch.set_num_threads(a.threads or max(1, torch.get_num_threads() - 1))
-    name = a.model_name or os.path.basename(os.path.normpath(str(ckpt))) + (f"+{a.lora_name or os.path.basename(os.path.normpath(a.lora_path))}" if (a.lora_name or a.lora_path) else "")
     app = create_app(model, tok, model_name=name, api_key=a.api_key, max_batch=a.max_batch, default_max_tokens=a.max_tokens,
-                     show_think=a.show_think)
+                     show_think=a.show_think, reasoning_content=a.reasoning_content, max_queue=a.max_queue,
+                     request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, prefill_chunk=a.prefill_chunk)
     print(f"serving {name!r} ({model.num_parameters() / 1e6:.1f}M parameters, context {model.config.max_seq_len}, "
           f"{model.device}, {next(model.parameters()).dtype}) at http://{a.host}:{a.port}/v1"
           + (" (API key required)" if a.api_key else ""), flush=True)
@@ -627,12 +1170,49 @@ async def _stream_once(client, url: str, payload: dict, headers: dict) -> tuple[
             if isinstance(ev, dict) and ev.get("usage"): tokens = ev["usage"]["completion_tokens"]
     return ttft, tokens
 
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+async def _itl_phase(base: str, headers: dict, prompt: str, streams: int, tokens: int, long_ids: list[int] | None) -> dict:
+    """`streams` concurrent greedy streams; the gaps between content events. With `long_ids`, that prompt is sent
+    (to /v1/completions, 1 token) once every stream has 5 tokens, and the streams stop 5 tokens after it is answered."""
+    import httpx
+    counts, stop, long_s = [0] * streams, asyncio.Event(), None
+    payload = {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "ignore_eos": True, "stream": True,
+               "max_tokens": tokens}
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as client:
+        async def streamer(i):
+            times = []
+            async with client.stream("POST", base + "/v1/chat/completions", json=payload, headers=headers) as r:
+                r.raise_for_status()
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
+                        times.append(time.perf_counter()); counts[i] += 1
+                    if stop.is_set(): break
+            return times
+        tasks = [asyncio.ensure_future(streamer(i)) for i in range(streams)]
+        if long_ids is not None:
+            while min(counts) < 5: await asyncio.sleep(0.005)
+            t0 = time.perf_counter()
+            r = await client.post(base + "/v1/completions", headers=headers, json={"prompt": long_ids, "max_tokens": 1, "temperature": 0})
+            r.raise_for_status(); long_s = time.perf_counter() - t0
+            seen = list(counts)
+            while min(c - s for c, s in zip(counts, seen)) < 5 and not all(t.done() for t in tasks): await asyncio.sleep(0.005)
+            stop.set()
+        times = await asyncio.gather(*tasks)
+    gaps = [b - a for t in times for a, b in zip(t, t[1:])]
+    return dict(phase=f"{streams} streams" + (f" + a {len(long_ids)}-token prompt" if long_ids else ""), gaps=len(gaps),
+                itl_p50_ms=_pct(gaps, 0.5) * 1000, itl_p99_ms=_pct(gaps, 0.99) * 1000, stall_ms=max(gaps) * 1000,
+                long_prompt_s=long_s)
+
 def bench_serve(server_args: list[str], clients=(1, 4, 8), requests_per_client: int = 2, max_tokens: int = 64,
                 rounds: int = 3, prompt: str = "Tell me about the towns by the sea.", api_key: str | None = None,
-                log=subprocess.DEVNULL) -> list[dict]:
+                log=subprocess.DEVNULL, itl_streams: int = 4, long_prompt: int = 6000) -> list[dict]:
     """Aggregate streaming throughput and TTFT with 1, 4, 8 ... concurrent clients against a fresh server subprocess.
     The levels are interleaved `rounds` times (1, 4, 8, 1, 4, 8, ...) so that a noisy neighbour hits all of them;
-    tokens/s is the median over rounds, TTFT the median over all requests of a level."""
+    tokens/s is the median over rounds, TTFT the median over all requests of a level. Then (`itl_streams` > 0) two
+    rows of inter-token latency: `itl_streams` streams alone, and with a `long_prompt`-token prompt arriving mid-run."""
     import httpx
     port = free_port(); base = f"http://127.0.0.1:{port}"
     proc = launch_server(list(server_args) + (["--api-key", api_key] if api_key else []), port, log=log)
@@ -647,7 +1227,7 @@ def bench_serve(server_args: list[str], clients=(1, 4, 8), requests_per_client: 
             t0 = time.perf_counter()
             res = await asyncio.gather(*[one_client() for _ in range(n)])
             return time.perf_counter() - t0, [x for r in res for x in r]
-    runs = {n: [] for n in clients}
+    runs, itl = {n: [] for n in clients}, []
     try:
         asyncio.run(round_(1))                                                  # warm-up
         for _ in range(rounds):
@@ -656,6 +1236,12 @@ def bench_serve(server_args: list[str], clients=(1, 4, 8), requests_per_client: 
                 wall, res = asyncio.run(round_(n))
                 after = httpx.get(base + "/health").json()
                 runs[n].append((wall, res, after["decode_steps"] - before["decode_steps"], after["decode_rows"] - before["decode_rows"]))
+        if itl_streams:
+            card = httpx.get(base + "/v1/models", headers=headers).json()["data"][0]
+            L = min(long_prompt, card["max_model_len"] - 200)
+            long_ids = [int(i) for i in torch.randint(10, 1000, (L,), generator=torch.Generator().manual_seed(0))]
+            itl.append(asyncio.run(_itl_phase(base, headers, prompt, itl_streams, max_tokens, None)))
+            itl.append(asyncio.run(_itl_phase(base, headers, prompt, itl_streams, card["max_model_len"] - 100, long_ids)))
     finally:
         proc.terminate()
         try: proc.wait(10)
@@ -668,11 +1254,12 @@ def bench_serve(server_args: list[str], clients=(1, 4, 8), requests_per_client: 
                          ttft_median_s=statistics.median(t for _, res, _, _ in rs for t, _ in res),
                          mean_batch=sum(r for *_, r in rs) / max(sum(s for *_, s, _ in rs), 1)))
     for r in rows: r["ratio"] = r["tokens_per_s"] / rows[0]["tokens_per_s"]
-    return rows
+    return rows + itl
 
 def run_serve_bench(ckpt: str | None = None, cfg: dict | None = None, clients=(1, 4, 8), max_tokens: int = 64,
                     device: str = "cpu", requests_per_client: int = 2, dtype: str | None = None,
-                    threads: int | None = None, rounds: int = 3) -> tuple[list[dict], str]:
+                    threads: int | None = None, rounds: int = 3, server_args: Iterable[str] = (),
+                    itl_streams: int = 4, long_prompt: int = 6000) -> tuple[list[dict], str]:
     "`bench_serve` on checkpoint `ckpt`, or on a random model of config `cfg` (saved to a temporary folder); (rows, title)."
     import tempfile
     with tempfile.TemporaryDirectory() as d:
@@ -684,17 +1271,23 @@ def run_serve_bench(ckpt: str | None = None, cfg: dict | None = None, clients=(1
             m.save_pretrained(d); ckpt, what = d, f"random model {cfg}, {m.num_parameters() / 1e6:.1f}M parameters"
         else: what = str(ckpt)
         rows = bench_serve(["--ckpt", str(ckpt), "--device", device] + (["--dtype", dtype] if dtype else [])
-                           + (["--threads", str(threads)] if threads else []), clients,
-                           requests_per_client, max_tokens, rounds)
+                           + (["--threads", str(threads)] if threads else []) + list(server_args), clients,
+                           requests_per_client, max_tokens, rounds, itl_streams=itl_streams, long_prompt=long_prompt)
     title = (f"OpenAI server, streaming clients, {requests_per_client} requests each of {max_tokens} generated tokens (greedy, "
-             f"ignore_eos): {what}, device {device}, torch {torch.__version__}, server threads {threads or f'default ({max(1, torch.get_num_threads() - 1)} on CPU)'}")
+             f"ignore_eos): {what}, device {device}, torch {torch.__version__}, server threads {threads or f'default ({max(1, torch.get_num_threads() - 1)} on CPU)'}"
+             + (f", server {' '.join(server_args)}" if server_args else ""))
     return rows, title
 
 def format_serve_table(rows: list[dict], title: str = "") -> str:
     out = [title, "", "| concurrent clients | requests per round | generated tokens per round | tokens/s (aggregate, median of rounds) | vs 1 client | TTFT median | rows per decode step |",
            "|---|---|---|---|---|---|---|"]
     out += [f"| {r['clients']} | {r['requests']} | {r['tokens']} | {r['tokens_per_s']:.0f} | {r['ratio']:.2f}× | "
-            f"{r['ttft_median_s'] * 1000:.0f} ms | {r['mean_batch']:.2f} |" for r in rows]
+            f"{r['ttft_median_s'] * 1000:.0f} ms | {r['mean_batch']:.2f} |" for r in rows if "clients" in r]
+    itl = [r for r in rows if "phase" in r]
+    if itl:
+        out += ["", "| inter-token latency | gaps | p50 | p99 | longest stall | long prompt answered in |", "|---|---|---|---|---|---|"]
+        out += [f"| {r['phase']} | {r['gaps']} | {r['itl_p50_ms']:.0f} ms | {r['itl_p99_ms']:.0f} ms | {r['stall_ms']:.0f} ms | "
+                + (f"{r['long_prompt_s']:.1f} s |" if r["long_prompt_s"] is not None else "– |") for r in itl]
     return "\n".join(out)
 
 # %% ../nbs/12_serve.ipynb #d5bc4188
