@@ -252,7 +252,7 @@ def add_train_args(p: argparse.ArgumentParser, **defaults) -> argparse.ArgumentP
 def train_args_from(ns: argparse.Namespace) -> TrainArgs:
     return TrainArgs(**{k: getattr(ns, k) for k in TrainArgs.__dataclass_fields__ if hasattr(ns, k)})
 
-# %% ../nbs/04_trainer.ipynb #f54615d4
+# %% ../nbs/04_trainer.ipynb #dca3986e
 @dataclass
 class LossOutput:
     "What a stage's loss returns to the engine."
@@ -272,7 +272,7 @@ def lm_loss(model, batch) -> LossOutput:
     loss = out.loss + out.aux_loss if out.aux_loss is not None else out.loss
     return LossOutput(loss, tokens=(batch["labels"][:, 1:] != -100).sum(), ce=out.loss.detach())
 
-# %% ../nbs/04_trainer.ipynb #9b44b8a0
+# %% ../nbs/04_trainer.ipynb #53a59d32
 def _method(cls):
     "Attach the decorated function to `cls` as a method (build a class up across notebook cells)."
     def attach(f): setattr(cls, f.__name__, f); return f
@@ -338,7 +338,7 @@ class Trainer:
         return (f"device {self.device}, dtype {dtype_name(self.dtype)}" + (f", {self.threads}" if self.threads else "")
                 + f", world {self.dist.world}" + (" (FSDP)" if self.fsdp else ""))
 
-# %% ../nbs/04_trainer.ipynb #cf3aef20
+# %% ../nbs/04_trainer.ipynb #21d62fea
 @_method(Trainer)
 def state(self, optimizer_state: dict | None = None) -> dict:
     trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad} if self.export_fn else None
@@ -389,7 +389,7 @@ def try_resume(self) -> bool:
     if self.dist.main: print(f"[train] resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.micro})")
     return True
 
-# %% ../nbs/04_trainer.ipynb #e3c03e59
+# %% ../nbs/04_trainer.ipynb #b13f0ee6
 @_method(Trainer)
 def loader(self, dataset, sampler=None):
     # A private generator: creating a DataLoader iterator otherwise draws from the global RNG, and a resumed
@@ -420,7 +420,7 @@ def evaluate(self, max_batches: int | None = None) -> float | None:
     self.model.train()
     return (tot / n.clamp(min=1)).item()
 
-# %% ../nbs/04_trainer.ipynb #815cb906
+# %% ../nbs/04_trainer.ipynb #b79cd31c
 @_method(Trainer)
 def micro_step(self, batch: dict, last: bool) -> LossOutput:
     "Forward and backward one micro-batch; gradients are synchronised across ranks only on the `last` of a step."
@@ -448,7 +448,7 @@ def optimizer_step(self) -> torch.Tensor:
     self.step += 1
     return gnorm
 
-# %% ../nbs/04_trainer.ipynb #f180d916
+# %% ../nbs/04_trainer.ipynb #f46e0bca
 class RunLog:
     "Where a run's numbers go: the tqdm bar, Weights & Biases and stdout (rank 0 only), and the trainer's history."
     def __init__(self, trainer: "Trainer"):
@@ -503,8 +503,10 @@ class RunLog:
     def close(self):
         if self.bar: self.bar.close()
         if self.wb: self.wb.finish()
+        if self.main and self.tr.dev_type == "cuda":
+            print(f"[train] peak GPU memory {torch.cuda.max_memory_allocated(self.tr.device) / 2**30:.2f} GiB")
 
-# %% ../nbs/04_trainer.ipynb #ac7eefe1
+# %% ../nbs/04_trainer.ipynb #2d0b9ea8
 @_method(Trainer)
 def fit(self) -> list[dict]:
     "Train for `total_steps` optimizer steps (or until SIGINT/SIGTERM), evaluating, logging and checkpointing on schedule."

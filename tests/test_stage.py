@@ -61,7 +61,7 @@ def test_original_chain_shape_and_tokenizer_from_the_checkpoint(tmp_path):
 def test_interrupted_stage_is_not_finished(tmp_path):
     "SIGTERM mid-run: a partial checkpoint that says so, the resume command, exit 143, no final results; --resume finishes it."
     out = tmp_path / "o"
-    args = [sys.executable, "-m", "minillm.train.sft", "--dim", "32", *FAST, "--epochs", "50", "--save_interval", "2", "--out_dir", str(out)]
+    args = [sys.executable, "-m", "minillm.train.sft", "--dim", "32", *FAST, "--max_steps", "300", "--save_interval", "2", "--out_dir", str(out)]
     r = stage(tmp_path, "pretrain", *SHAPE, *FAST, "--max_steps", "2", "--out_dir", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     p = subprocess.Popen(args, cwd=ROOT, env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -72,7 +72,10 @@ def test_interrupted_stage_is_not_finished(tmp_path):
     assert p.returncode == 143, (p.returncode, se[-2000:])
     info = json.loads(marker.read_text())
     assert info["finished"] is False and (out / "full_sft_32" / "PARTIAL").is_file()
-    assert "--resume" in se and "held-out answer accuracy" not in so and "saved" not in so.split("stopped by signal")[-1]
+    assert "--resume" in se and "held-out answer accuracy" not in so and "[sft] saved" not in so
+    r = subprocess.run(args + ["--resume"], cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr[-2000:]
+    assert json.loads(marker.read_text())["finished"] is True and not (out / "full_sft_32" / "PARTIAL").exists()
 
 STAGE_NAMES = re.compile(r"""["'](full_sft|rlhf|full_dist|reason_|pretrain_|lora_identity|lora_)""")
 
