@@ -9,7 +9,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['COUNTRIES', 'GOODS', 'COLOURS', 'ATTRS', 'PRETRAIN_TEMPLATES', 'QUESTIONS', 'ANSWERS', 'IDENTITY', 'IDENTITY_Q',
-           'RUDE', 'make_towns', 'make_demo_world', 'demo_dir']
+           'RUDE', 'RL_KINDS', 'make_towns', 'make_demo_world', 'rl_files', 'demo_dir']
 
 # %% ../nbs/03b_demo_world.ipynb #631b27d3
 COUNTRIES = ["Avaria", "Belunia", "Corvath", "Dremor", "Elsk", "Falun"]
@@ -76,7 +76,7 @@ def _real_texts(max_chars: int = 400, limit: int = 1500, split: str = "train") -
     return texts[:limit]
 
 def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft_towns: int = 36,
-                    docs_per_town: int = 40, n_real: int = 800, n_arith: int = 3000) -> dict[str, int]:
+                    docs_per_town: int = 40, n_real: int = 800, n_arith: int = 3000, n_rl: int = 1200) -> dict[str, int]:
     "Write the demo world's training files (original names) and `eval/` files into `out_dir`; return record counts."
     rng = random.Random(seed)
     out = Path(out_dir); (out / "eval").mkdir(parents=True, exist_ok=True)
@@ -145,10 +145,32 @@ def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft
     files["r1_mix_1024.jsonl"] = r1
     files["eval/r1_eval.jsonl"] = [{"messages": [{"role": "user", "content": q}], "expected": str(x + y)}
                                    for x, y, q, _ in (arith(100, 99999) for _ in range(200))]
+    r1_questions = {r["conversations"][0]["content"] for r in files["r1_mix_1024.jsonl"]} | \
+                   {r["messages"][0]["content"] for r in files["eval/r1_eval.jsonl"]}
+    files.update(rl_files(seed, n_rl, exclude=r1_questions))
     for name, recs in files.items():
         with open(out / name, "w", encoding="utf-8") as f:
             for r in recs: f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return {k: len(v) for k, v in files.items()}
+
+RL_KINDS = {"add": (100, 99999), "add6": (100000, 999999)}
+"The RL problems: `add`, the chapter-10 kind (3 to 5 digits); `add6`, slightly harder (6 digits, never seen in chapter 10)."
+
+def rl_files(seed: int = 0, n_rl: int = 1200, n_eval: int = 100, exclude: set[str] = frozenset()) -> dict[str, list[dict]]:
+    """Prompts with verifiable answers for RL (`rl_prompts.jsonl`, two kinds mixed 2:1) and held-out problems of both
+    kinds (`eval/rl_eval.jsonl`, `n_eval` of each): no question twice, and none of the questions in `exclude`."""
+    rng = random.Random(seed + 20)            # its own stream: the other files do not change
+    seen = set(exclude)
+    def problem(kind):
+        lo, hi = RL_KINDS[kind]
+        while True:
+            x, y = rng.randint(lo, hi), rng.randint(lo, hi)
+            q = f"What is {x} + {y}?"
+            if q not in seen: seen.add(q); break
+        return {"messages": [{"role": "user", "content": q}], "expected": str(x + y), "kind": kind}
+    evals = [problem(k) for k in RL_KINDS for _ in range(n_eval)]
+    train = [problem("add" if i % 3 else "add6") for i in range(n_rl)]
+    return {"rl_prompts.jsonl": train, "eval/rl_eval.jsonl": evals}
 
 def demo_dir() -> Path:
     "`data/` of a MiniLLM checkout, where the demo world is shipped."

@@ -30,7 +30,7 @@ class Stage:
     name: str                       # the module: minillm.train.<name>
     prog: str                       # the console script (the original MiniLLM's command names)
     prefix: str                     # checkpoints are <out_dir>/<prefix>_<dim>[_moe]; may use {fields} of the args
-    data: str                       # the cache kind it reads: "pretrain" | "sft" | "dpo"
+    data: str                       # what it reads: a cache kind "pretrain" | "sft" | "dpo", or "prompts" (RL)
     init: str | None = None         # the stage whose checkpoint it starts from (None: a new model)
     data_file: str | None = None    # its demo-world training file under data/
     eval_file: str | None = None    # its demo-world validation file
@@ -50,6 +50,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "Knowledge distillation from a frozen teacher."),
     Stage("reason", "train_distill_reason", "reason", "sft", "sft", "r1_mix_1024.jsonl", None, None,
           "Reasoning distillation: SFT on <think>/<answer> traces."),
+    Stage("reward", "train_reward_model", "reward", "dpo", "sft", "dpo.jsonl", "eval/dpo_eval.jsonl", None,
+          "Train a reward model (scalar head, Bradley-Terry loss) on {'chosen', 'rejected'} jsonl."),
+    Stage("grpo", "train_grpo", "grpo", "prompts", "reason", "rl_prompts.jsonl", "eval/rl_eval.jsonl", None,
+          "GRPO: reinforcement learning from rewards on prompts (+ expected answers) jsonl."),
 ]}
 
 def stage_for_mode(mode: int) -> Stage:
@@ -78,6 +82,11 @@ DEMO_RECIPES = {
     "lora": DEMO_MODEL_ARGS + ["--epochs", "6", "--batch_size", "8", "--learning_rate", "1e-3"],
     "dpo": DEMO_MODEL_ARGS + ["--epochs", "2", "--batch_size", "8", "--learning_rate", "1e-4", "--rpo_alpha", "1.0"],
     "reason": DEMO_MODEL_ARGS[:-2] + ["--max_seq_len", "320", "--epochs", "3", "--batch_size", "16", "--learning_rate", "1e-3"],
+    "reward": DEMO_MODEL_ARGS + ["--epochs", "2", "--batch_size", "8", "--learning_rate", "1e-4"],
+    "grpo": ["--max_steps", "60", "--batch_size", "8", "--num_generations", "8", "--learning_rate", "2e-5", "--max_new_tokens", "160",
+             "--reward", "exact_answer,format"],
+    "grpo_rm": ["--max_steps", "40", "--batch_size", "8", "--num_generations", "4", "--learning_rate", "1e-5", "--max_new_tokens", "32",
+                "--beta", "0.04"],
     "distill": ["--student_dim", "64", "--student_layer", "2", "--n_heads", "2", "--n_kv_heads", "1", "--max_seq_len", "256",
                 "--data_kind", "pretrain", "--distillation_mode", "logit", "--alpha", "0", "--temperature", "1",
                 "--epochs", "3", "--batch_size", "16", "--learning_rate", "3e-3"],
