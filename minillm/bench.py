@@ -4,40 +4,36 @@
 
 # %% ../nbs/02d_bench.ipynb #864578e4
 from __future__ import annotations
-import argparse, json, os, resource, statistics, subprocess, sys, time
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
 import torch
 from .config import MiniLLMConfig
 from .model import MiniLLMForCausalLM, hf_config, hf_state_dict
+from .perf import Peak, cpu_name, dtype_name, flops_per_token, resolve_dtype
 
 # %% auto #0
-__all__ = ['SIZES', 'matmul_peak', 'flops_per_token', 'build_pair', 'train_step_fn', 'interleaved', 'decode_fns',
-           'weight_stream_ceiling', 'peak_memory', 'run_bench', 'format_table', 'main']
+__all__ = ['SIZES', 'machine', 'bench_dtype', 'build_pair', 'train_step_fn', 'interleaved', 'rate', 'decode_fns',
+           'weight_stream_ceiling', 'llamacpp_available', 'write_gguf', 'LlamaCppDecoder', 'peak_memory',
+           'step_profile', 'format_profile', 'train_rows', 'decode_rows', 'run_bench', 'format_table', 'main']
 
 # %% ../nbs/02d_bench.ipynb #488534be
 SIZES = {
     "default": dict(cfg=dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=2, vocab_size=6400), batch=8, seq=512),
     "ci": dict(cfg=dict(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=6400), batch=4, seq=128),
+    "100m": dict(cfg=dict(dim=768, n_layers=16, n_heads=12, n_kv_heads=4, vocab_size=6400), batch=16, seq=1024),
 }
-
-def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, reps: int = 5) -> float:
-    "Measured FLOP/s of a large square matmul in `dtype`: this machine's practical peak."
-    g = torch.Generator(device=device).manual_seed(0)       # a private generator: never disturbs the global RNG
-    a, b = (torch.randn(n, n, generator=g, device=device).to(dtype) for _ in range(2))
-    for _ in range(2): a @ b
-    _sync(device); best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter(); a @ b; _sync(device); best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
 
 def _sync(device):
     if str(device).startswith("cuda"): torch.cuda.synchronize()
 
-def flops_per_token(cfg: MiniLLMConfig, seq: int) -> float:
-    "6·N_matmul + 12·L·H·Q·T: matmul weights (each shared layer counted per virtual layer, the head once) plus attention."
-    d, kv = cfg.dim, cfg.n_kv_heads * cfg.head_dim
-    per_layer = d * d + 2 * d * kv + d * d + 3 * d * cfg.hidden_dim
-    n_matmul = cfg.n_layers * per_layer + cfg.vocab_size * d
-    return 6 * n_matmul + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq
+def machine(device: str = "cpu") -> str:
+    "The hardware a figure was measured on, in words."
+    if str(device).startswith("cuda"): return torch.cuda.get_device_name(torch.device(device))
+    return f"{cpu_name()}, {torch.get_num_threads()} torch threads ({torch.backends.cpu.get_cpu_capability()})"
+
+def bench_dtype(dtype: str | None, device: str) -> str:
+    "'fp32' / 'bf16' / 'fp16' for `--dtype` (None or 'auto': what `minillm.perf.resolve_dtype` picks on `device`)."
+    dt = resolve_dtype(dtype or "auto", device)
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dt]
 
 # %% ../nbs/02d_bench.ipynb #ec402b91
 def build_pair(cfg: MiniLLMConfig, device: str = "cpu", seed: int = 0):
@@ -50,27 +46,35 @@ def build_pair(cfg: MiniLLMConfig, device: str = "cpu", seed: int = 0):
     assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
     return ours, hf
 
-def train_step_fn(model, ids, dtype: str, device: str = "cpu"):
-    "A closure running one training step (forward, loss, backward, AdamW)."
-    fused = str(device).startswith("cuda")
+_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+def train_step_fn(model, ids, dtype: str, device: str = "cpu", fused: bool | None = None, forward=None):
+    """A closure running one training step (forward, loss, backward, AdamW) in `dtype` ('fp32', or 'bf16'/'fp16'
+    autocast). `fused`: AdamW's fused kernel (None: CUDA only, as the training engine); `forward`: a replacement for
+    `model` in the forward pass (e.g. its `torch.compile`d version)."""
+    if fused is None: fused = str(device).startswith("cuda")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
-    amp = dtype == "bf16"
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    fwd = forward or model
     def step():
-        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
-            loss = model(ids, labels=ids).loss
+        with torch.autocast(dev_type, dtype=_AMP.get(dtype, torch.bfloat16), enabled=dtype in _AMP):
+            loss = fwd(ids, labels=ids).loss
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
         _sync(device)
     return step
 
-def interleaved(fns: dict, rounds: int = 3, warmup: int = 1) -> dict[str, float]:
-    "Run each function once per round, alternating; return the median seconds per call (after warm-up)."
+def interleaved(fns: dict, rounds: int = 3, warmup: int = 1) -> dict[str, list[float]]:
+    "Run each function once per round, alternating; return each one's seconds per call over the rounds (after warm-up)."
     times = {k: [] for k in fns}
     for r in range(warmup + rounds):
         for k, f in fns.items():
             t = time.perf_counter(); f(); dt = time.perf_counter() - t
             if r >= warmup: times[k].append(dt)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+def rate(work: float, secs: list[float]) -> tuple[float, float, float]:
+    "`work` per second at the median round, and at the slowest and fastest rounds."
+    return work / statistics.median(secs), work / max(secs), work / min(secs)
 
 # %% ../nbs/02d_bench.ipynb #d23458e6
 def decode_fns(ours, hf, batch: int, new_tokens: int, prompt_len: int = 32, vocab: int = 6400, device="cpu"):
@@ -103,6 +107,72 @@ def weight_stream_ceiling(model, device="cpu", reps: int = 5) -> float:
             _sync(device); best = min(best, time.perf_counter() - t)
     return 1.0 / best
 
+# %% ../nbs/02d_bench.ipynb #fac6e0ab
+def llamacpp_available() -> tuple[bool, str]:
+    try: import llama_cpp
+    except ImportError: return False, "llama.cpp skipped: pip install llama-cpp-python"
+    return True, f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')}"
+
+def write_gguf(model, folder, qtype: str = "f32") -> str:
+    "Our model as a GGUF file (with the default tokenizer, which llama.cpp needs to load it)."
+    from minillm.convert import to_gguf
+    from minillm.tokenizer import load_tokenizer
+    return str(to_gguf(model, os.path.join(folder, f"bench-{qtype}.gguf"), load_tokenizer(), qtype, modelfile=False))
+
+class LlamaCppDecoder:
+    "Greedy decoding of `new_tokens` after a `prompt_len` prompt with llama.cpp, at batch 1 or `n_seq` sequences at once."
+    def __init__(self, path: str, n_ctx: int, n_seq: int = 8, threads: int | None = None):
+        import llama_cpp as L
+        self.L, self.threads = L, threads or torch.get_num_threads()
+        self.llm = L.Llama(model_path=path, n_ctx=n_ctx, n_batch=max(512, n_ctx), n_threads=self.threads,
+                           n_threads_batch=self.threads, verbose=False)
+        self.n_ctx, self.n_seq, self.vocab = n_ctx, n_seq, self.llm.n_vocab()
+        self._ctx = None
+
+    def run(self, prompt: list[int], new_tokens: int) -> int:
+        "Batch 1 through the high-level API."
+        self.llm.reset(); self.llm.eval(prompt); n = 0
+        for _ in range(new_tokens):
+            tok = int(self.llm.scores[self.llm.n_tokens - 1].argmax())
+            self.llm.eval([tok]); n += 1
+        return n
+
+    def _batched_ctx(self):
+        L = self.L
+        if self._ctx is None:
+            p = L.llama_context_default_params()
+            p.n_ctx, p.n_batch, p.n_seq_max = self.n_ctx * self.n_seq, self.n_ctx * self.n_seq, self.n_seq
+            p.n_threads = p.n_threads_batch = self.threads
+            new = getattr(L, "llama_init_from_model", None) or L.llama_new_context_with_model
+            self._ctx = new(self.llm._model.model, p)
+            if not self._ctx: raise RuntimeError("llama.cpp: could not create a context with n_seq_max sequences")
+            self._batch = L.llama_batch_init(self.n_ctx * self.n_seq, 0, self.n_seq)
+        return self._ctx
+
+    def run_batched(self, prompts: list[list[int]], new_tokens: int) -> int:
+        "len(prompts) sequences, one llama_decode per step for all of them (low-level API)."
+        import ctypes, numpy as np
+        L = self.L; ctx = self._batched_ctx(); b = self._batch
+        if hasattr(L, "llama_get_memory"): L.llama_memory_clear(L.llama_get_memory(ctx), True)
+        else: (getattr(L, "llama_kv_self_clear", None) or L.llama_kv_cache_clear)(ctx)
+        def fill(rows):                                          # rows: (token, pos, seq, wants_logits)
+            b.n_tokens = len(rows)
+            for i, (t, pos, s, lg) in enumerate(rows):
+                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = t, pos, 1, lg
+                b.seq_id[i][0] = s
+            if L.llama_decode(ctx, b) != 0: raise RuntimeError("llama_decode failed")
+        rows = [(t, p, s, p == len(pr) - 1) for s, pr in enumerate(prompts) for p, t in enumerate(pr)]
+        fill(rows)
+        last = [i for i, r in enumerate(rows) if r[3]]
+        pos = [len(pr) for pr in prompts]
+        for step in range(new_tokens):
+            nxt = [int(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(self.vocab,)).argmax()) for i in last]
+            if step == new_tokens - 1: break
+            fill([(t, pos[s], s, True) for s, t in enumerate(nxt)])
+            last = list(range(len(prompts))); pos = [p + 1 for p in pos]
+        return len(prompts) * new_tokens
+
+# %% ../nbs/02d_bench.ipynb #33900363
 def _status_mb(field: str = "VmRSS") -> float:
     "A memory field of /proc/self/status (Linux), in MB."
     with open("/proc/self/status") as f:
@@ -124,7 +194,7 @@ def _memory_probe(which: str, size: str, dtype: str, device: str) -> float:
     if not device.startswith("cuda"): _reset_peak_rss()
     base = _status_mb("VmRSS") if not device.startswith("cuda") else 0.0
     model = (MiniLLMForCausalLM(cfg) if which == "ours" else LlamaForCausalLM(hf_config(cfg, attn_implementation="sdpa"))).to(device)
-    step = train_step_fn(model, ids, dtype, device)
+    step = train_step_fn(model, ids, dtype, device, fused=True)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(); step(); step()
         return torch.cuda.max_memory_allocated() / 2 ** 20
@@ -137,50 +207,148 @@ def peak_memory(which: str, size: str, dtype: str, device: str) -> float:
                           "--device", device], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
-# %% ../nbs/02d_bench.ipynb #86f0aac7
-def run_bench(size: str = "default", device: str = "cpu", rounds: int = 3, new_tokens: int = 64,
-              memory: bool = True, dtypes=("fp32", "bf16")) -> list[dict]:
+# %% ../nbs/02d_bench.ipynb #943f75be
+_MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm")
+
+def step_profile(size: str = "ci", dtype: str = "fp32", device: str = "cpu", fused: bool = True) -> dict[str, float]:
+    "Seconds of one training step of our model in each bin (see above), plus `total` (the wall time)."
+    from torch.profiler import profile, ProfilerActivity
     spec = SIZES[size]; cfg = MiniLLMConfig(**spec["cfg"])
-    B, T = spec["batch"], spec["seq"]
-    ours, hf = build_pair(cfg, device)
+    torch.manual_seed(0)
+    model = MiniLLMForCausalLM(cfg).to(device)
+    ids = torch.randint(0, cfg.vocab_size, (spec["batch"], spec["seq"]), device=device)
+    step = train_step_fn(model, ids, dtype, device, fused=fused); step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t = time.perf_counter(); step(); wall = time.perf_counter() - t
+    evs = prof.events()
+    spans = {k: [(e.time_range.start, e.time_range.end) for e in evs if e.name.startswith(p)]
+             for k, p in (("optimizer", "Optimizer.step"), ("loss", "linear_cross_entropy"))}
+    spans["loss"] += [(e.time_range.start, e.time_range.end) for e in evs if "cross_entropy" in e.name or "log_softmax" in e.name]
+    inside = lambda e, k: any(a <= e.time_range.start and e.time_range.end <= b for a, b in spans[k])
+    bins = dict(matmul=0.0, attention=0.0, elementwise=0.0, loss=0.0, optimizer=0.0)
+    for e in evs:
+        if not e.name.startswith("aten::"): continue
+        us = e.self_cpu_time_total
+        if e.name in _MATMUL: bins["matmul"] += us
+        elif "scaled_dot_product" in e.name or "flash_attention" in e.name or "efficient_attention" in e.name: bins["attention"] += us
+        elif inside(e, "optimizer"): bins["optimizer"] += us
+        elif inside(e, "loss"): bins["loss"] += us
+        else: bins["elementwise"] += us
+    out = {k: v / 1e6 for k, v in bins.items()}
+    out["overhead"] = max(0.0, wall - sum(out.values())); out["total"] = wall
+    return out
+
+def format_profile(p: dict[str, float], title: str = "") -> str:
+    rows = [f"| {k} | {v * 1e3:.0f} ms | {v / p['total']:.0%} |" for k, v in p.items() if k != "total"]
+    return "\n".join([title, "", "| part of the step | time | share |", "|---|---|---|", *rows, f"| total (wall) | {p['total'] * 1e3:.0f} ms | 100% |"])
+
+# %% ../nbs/02d_bench.ipynb #86f0aac7
+def _row(metric, ours, ref, spread_o, spread_r, note="", llama=None, spread_l=None):
+    r = dict(metric=metric, ours=ours, transformers=ref, ratio=ours / ref if ref else float("nan"),
+             spread=f"{spread_o[0]:.0f}–{spread_o[1]:.0f} / {spread_r[0]:.0f}–{spread_r[1]:.0f}", note=note)
+    if llama is not None:
+        r.update(llamacpp=llama, ratio_llamacpp=ours / llama)
+        r["spread"] += f" / {spread_l[0]:.0f}–{spread_l[1]:.0f}"
+    return r
+
+def train_rows(ours, hf, cfg, B, T, dtype, device, rounds, compile: bool, size: str, memory: bool) -> list[dict]:
     ids = torch.randint(0, cfg.vocab_size, (B, T), device=device)
     fpt = flops_per_token(cfg, T)
+    peak = Peak(device, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
     rows = []
-    for dtype in dtypes:
-        peak = matmul_peak(torch.float32 if dtype == "fp32" else torch.bfloat16, device)
-        t = interleaved({"ours": train_step_fn(ours, ids, dtype, device), "transformers": train_step_fn(hf, ids, dtype, device)}, rounds)
-        tps = {k: B * T / v for k, v in t.items()}
-        row = dict(metric=f"train step {dtype} (tokens/s)", ours=tps["ours"], transformers=tps["transformers"],
-                   ratio=tps["ours"] / tps["transformers"],
-                   note=f"MFU ours {tps['ours'] * fpt / peak:.0%}, transformers {tps['transformers'] * fpt / peak:.0%} of measured {peak / 1e9:.0f} GFLOP/s")
-        rows.append(row)
-        if memory:
-            mo, mh = peak_memory("ours", size, dtype, device), peak_memory("hf", size, dtype, device)
-            rows.append(dict(metric=f"peak memory {dtype} (MB)", ours=mo, transformers=mh, ratio=mo / mh,
-                             note="high-water mark of model + 2 steps above a fresh process's baseline" if device == "cpu" else "max_memory_allocated"))
+    fwd = None
+    if compile:
+        fwd = torch.compile(ours)
+        so = train_step_fn(ours, ids, dtype, device, fused=True, forward=fwd)
+        t = time.perf_counter(); so(); first = time.perf_counter() - t
+    else: so = train_step_fn(ours, ids, dtype, device, fused=True)
+    t = interleaved({"ours": so, "transformers": train_step_fn(hf, ids, dtype, device, fused=True)}, rounds)
+    (o, o_lo, o_hi), (h, h_lo, h_hi) = rate(B * T, t["ours"]), rate(B * T, t["transformers"])
+    mo, mh = peak.mfu(o * fpt), peak.mfu(h * fpt)
+    rows.append(_row(f"train step {dtype}{' compiled' if compile else ''} (tokens/s)", o, h, (o_lo, o_hi), (h_lo, h_hi),
+                     f"MFU {mo:.0%} / {mh:.0%} of {peak}; AdamW fused for both"))
+    if compile:
+        ct = first - statistics.median(t["ours"])
+        rows.append(dict(metric="compile time (s)", ours=ct, transformers=float("nan"), ratio=float("nan"), spread="",
+                         note="first compiled step minus a compiled step; transformers runs eagerly"))
+    if memory:
+        a, b = peak_memory("ours", size, dtype, device), peak_memory("hf", size, dtype, device)
+        rows.append(dict(metric=f"peak memory {dtype} (MB)", ours=a, transformers=b, ratio=a / b, spread="",
+                         note="high-water mark of model + 2 steps above a fresh process's baseline" if device == "cpu" else "max_memory_allocated"))
+    return rows
+
+def decode_rows(ours, hf, cfg, device, new_tokens, rounds, llamacpp: bool = True) -> list[dict]:
     ours.eval(); hf.eval()
     ceiling = weight_stream_ceiling(ours, device)
-    for b in (1, 8):
-        t = interleaved(decode_fns(ours, hf, b, new_tokens, vocab=cfg.vocab_size, device=device), rounds=2)
-        tps = {k: b * new_tokens / v for k, v in t.items()}
-        rows.append(dict(metric=f"decode batch {b} (tokens/s)", ours=tps["ours"], transformers=tps["transformers"],
-                         ratio=tps["ours"] / tps["transformers"], note=f"greedy, KV cache, {new_tokens} new tokens" +
-                         (f"; weight-streaming ceiling {ceiling:.0f} tokens/s (ours at {tps['ours'] / ceiling:.0%})" if b == 1 else "")))
+    ok, why = llamacpp_available() if llamacpp and device == "cpu" else (False, "llama.cpp: CPU runs only")
+    rows, lc, tmp = [], {}, None
+    if ok:
+        tmp = tempfile.TemporaryDirectory()
+        for q in ("f32", "q8_0"):
+            lc[q] = LlamaCppDecoder(write_gguf(ours, tmp.name, q), n_ctx=32 + new_tokens + 8)
+    try:
+        for b in (1, 8):
+            fns = decode_fns(ours, hf, b, new_tokens, vocab=cfg.vocab_size, device=device)
+            prompts = torch.randint(10, cfg.vocab_size, (b, 32)).tolist()
+            for q, d in lc.items():
+                fns[f"llama.cpp {q}"] = (lambda d=d: d.run(prompts[0], new_tokens)) if b == 1 else (lambda d=d: d.run_batched(prompts, new_tokens))
+            try: t = interleaved(fns, rounds=max(2, rounds - 1))
+            except Exception as e:                     # e.g. an old llama-cpp-python without the batched API
+                fns = {k: f for k, f in fns.items() if not k.startswith("llama.cpp")}
+                t = interleaved(fns, rounds=max(2, rounds - 1)); why = f"llama.cpp batch {b} failed: {e}"
+            r = {k: rate(b * new_tokens, v) for k, v in t.items()}
+            note = f"greedy, KV cache, {new_tokens} new tokens after 32"
+            if b == 1: note += f"; weight-streaming ceiling {ceiling:.0f} tokens/s (ours at {r['ours'][0] / ceiling:.0%})"
+            f32 = r.get("llama.cpp f32")
+            row = _row(f"decode batch {b} fp32 (tokens/s)", r["ours"][0], r["transformers"][0], r["ours"][1:], r["transformers"][1:],
+                       note, *((f32[0], f32[1:]) if f32 else ()))
+            if "llama.cpp q8_0" in r: row["note"] += f"; llama.cpp q8_0 {r['llama.cpp q8_0'][0]:.0f} tokens/s"
+            if not f32: row["note"] += f"; {why}"
+            rows.append(row)
+    finally:
+        if tmp is not None: tmp.cleanup()
+    return rows
+
+def run_bench(size: str = "default", device: str = "cpu", rounds: int = 3, new_tokens: int = 64, memory: bool = True,
+              dtypes=None, train: bool = True, decode: bool = True, compile: bool | None = None, llamacpp: bool = True) -> list[dict]:
+    spec = SIZES[size]; cfg = MiniLLMConfig(**spec["cfg"])
+    if compile is None: compile = str(device).startswith("cuda")
+    ours, hf = build_pair(cfg, device)
+    rows = []
+    if train:
+        for dtype in dtypes or (bench_dtype("auto", device),):
+            rows += train_rows(ours, hf, cfg, spec["batch"], spec["seq"], dtype, device, rounds, compile, size, memory)
+    if decode: rows += decode_rows(ours, hf, cfg, device, new_tokens, rounds, llamacpp)
     return rows
 
 def format_table(rows, title="") -> str:
-    out = [title, "", "| metric | MiniLLM | transformers | ratio | note |", "|---|---|---|---|---|"]
-    out += [f"| {r['metric']} | {r['ours']:.0f} | {r['transformers']:.0f} | {r['ratio']:.2f}× | {r['note']} |" for r in rows]
+    lc = any("llamacpp" in r for r in rows)
+    head = "| metric | MiniLLM | transformers |" + (" llama.cpp |" if lc else "") + " vs transformers |" + (" vs llama.cpp |" if lc else "") + " spread (slowest–fastest round) | note |"
+    out = [title, "", head, "|" + "---|" * (head.count("|") - 1)]
+    f = lambda v: "—" if v != v else (f"{v:.1f}" if abs(v) < 10 else f"{v:.0f}")
+    for r in rows:
+        cells = [r["metric"], f(r["ours"]), f(r["transformers"])]
+        if lc: cells.append(f(r["llamacpp"]) if "llamacpp" in r else "—")
+        cells.append("—" if r["ratio"] != r["ratio"] else f"{r['ratio']:.2f}×")
+        if lc: cells.append(f"{r['ratio_llamacpp']:.2f}×" if "ratio_llamacpp" in r else "—")
+        cells += [r.get("spread", ""), r["note"]]
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minillm.bench", description="MiniLLM vs transformers, side by side.")
+    p = argparse.ArgumentParser(prog="python -m minillm.bench", description="MiniLLM vs transformers (and llama.cpp), side by side.")
     p.add_argument("--size", choices=sorted(SIZES), default="default")
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--new_tokens", type=int, default=64)
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="only this dtype (default: both)")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="training precision (auto: bf16 only where the hardware computes it natively, else fp32)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile our model for the training step (default: on for CUDA, off on CPU)")
+    p.add_argument("--train", action="store_true", help="only the training step")
+    p.add_argument("--decode", action="store_true", help="only decoding (with llama.cpp when llama-cpp-python is installed)")
+    p.add_argument("--profile", action="store_true", help="instead: where the time of one training step goes (torch.profiler)")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--engine", action="store_true", help="instead: the training engine's full step vs the bare step (chapter 4)")
     p.add_argument("--serve", action="store_true", help="instead: the OpenAI server (chapter 12): aggregate tokens/s and TTFT "
@@ -190,23 +358,29 @@ def main(argv=None):
     p.add_argument("--threads", type=int, help="with --serve: torch threads of the server (default: all cores but one)")
     p.add_argument("--_probe", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a._probe: print(_memory_probe(a._probe, a.size, a.dtype or "fp32", a.device)); return 0
+    if a._probe: print(_memory_probe(a._probe, a.size, bench_dtype(a.dtype, a.device), a.device)); return 0
     spec = SIZES[a.size]
     if a.serve:
         from minillm.serve import run_serve_bench, format_serve_table   # chapter 12 measures itself with this command
         rows, title = run_serve_bench(a.ckpt, spec["cfg"], a.clients, a.new_tokens, a.device, rounds=a.rounds,
-                                      dtype={"fp32": "float32", "bf16": "bfloat16"}.get(a.dtype), threads=a.threads)
+                                      dtype={"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(a.dtype), threads=a.threads)
         print(format_serve_table(rows, title))
         if a.json: json.dump(rows, open(a.json, "w"), indent=1)
         return 0
     if a.engine:
         from minillm.trainer import bench_engine       # chapter 4 measures itself with this chapter's step
-        rows = bench_engine(a.size, dtype=a.dtype or "bf16")
+        rows = bench_engine(a.size, dtype=a.dtype)
         print(format_table(rows, f"MiniLLM engine vs bare step, size {a.size}").replace("| transformers |", "| bare step |"))
         return 0
-    rows = run_bench(a.size, a.device, a.rounds, a.new_tokens, a.memory, (a.dtype,) if a.dtype else ("fp32", "bf16"))
-    title = (f"MiniLLM vs transformers LlamaForCausalLM (sdpa), size {a.size}: {spec['cfg']}, batch {spec['batch']} x seq "
-             f"{spec['seq']}, device {a.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    dtype = bench_dtype(a.dtype, a.device)
+    if a.profile:
+        print(format_profile(step_profile(a.size, dtype, a.device), f"one training step of MiniLLM, size {a.size}, {dtype}, {machine(a.device)}"))
+        return 0
+    train, decode = (a.train or not a.decode), (a.decode or not a.train)
+    rows = run_bench(a.size, a.device, a.rounds, a.new_tokens, a.memory, (dtype,), train, decode, a.compile)
+    title = (f"MiniLLM vs transformers LlamaForCausalLM (sdpa){' and llama.cpp' if llamacpp_available()[0] else ''}, size {a.size}: "
+             f"{spec['cfg']}, batch {spec['batch']} x seq {spec['seq']}; {machine(a.device)}; torch {torch.__version__}; "
+             f"median of {a.rounds} interleaved rounds")
     print(format_table(rows, title))
     if a.json: json.dump(rows, open(a.json, "w"), indent=1)
     return 0

@@ -18,9 +18,9 @@ from .config import MiniLLMConfig
 
 # %% auto #0
 __all__ = ['DTYPES', 'VOCAB_KEYS', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'KVCache', 'Attention', 'MLP', 'Router',
-           'Experts', 'MoE', 'DecoderLayer', 'CausalLMOutput', 'MiniLLMModel', 'MiniLLMForCausalLM', 'param_table',
-           'hf_config', 'hf_state_dict', 'process_logits', 'stream_generate', 'generate', 'torch_dtype',
-           'resolve_device', 'load_weights', 'save_pretrained', 'from_pretrained']
+           'Experts', 'MoE', 'DecoderLayer', 'linear_cross_entropy', 'CausalLMOutput', 'MiniLLMModel',
+           'MiniLLMForCausalLM', 'param_table', 'hf_config', 'hf_state_dict', 'process_logits', 'stream_generate',
+           'generate', 'torch_dtype', 'resolve_device', 'load_weights', 'save_pretrained', 'from_pretrained']
 
 # %% ../nbs/02b_model.ipynb #200fc2a9
 class RMSNorm(nn.Module):
@@ -211,14 +211,72 @@ class DecoderLayer(nn.Module):
         m, aux = m if isinstance(m, tuple) else (m, None)
         return h + self.drop(m), aux
 
+# %% ../nbs/02b_model.ipynb #27d27fc1
+class _LinearCrossEntropy(torch.autograd.Function):
+    "mean cross-entropy of `h @ weight.T` against `target` (-100 ignored), gradients computed chunk by chunk in forward."
+    @staticmethod
+    def forward(ctx, h, weight, target, chunk: int, grad: bool):
+        n_valid = (target != -100).sum()
+        need_h, need_w = grad and ctx.needs_input_grad[0], grad and ctx.needs_input_grad[1]
+        gh = torch.empty_like(h) if need_h else None
+        acc = torch.promote_types(weight.dtype, torch.float32)   # float32 (float64 stays float64)
+        gw = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        total = torch.zeros((), dtype=acc, device=h.device)
+        scale = 1.0 / n_valid.to(acc)                           # inf when nothing is labelled: a NaN loss, as F.cross_entropy
+        for s in range(0, h.shape[0], chunk):
+            hc, tc = h[s:s + chunk], target[s:s + chunk]
+            raw = F.linear(hc, weight)                           # [chunk, V]: the only logits ever held
+            cdt, logits = raw.dtype, raw.to(acc)                 # cdt: the head's compute dtype (bf16 under autocast)
+            del raw
+            lse = logits.logsumexp(-1)
+            valid = tc != -100
+            tcc = tc.clamp(min=0)
+            total += ((lse - logits.gather(1, tcc[:, None]).squeeze(1)) * valid).sum()
+            if gh is None and gw is None: continue
+            g = logits.sub_(lse[:, None]).exp_()                 # softmax, in place
+            g[torch.arange(len(tc), device=g.device), tcc] -= 1.0
+            g.mul_((valid.to(acc) * scale)[:, None])
+            g = g.to(cdt)
+            if gh is not None: gh[s:s + chunk] = g @ weight.to(g.dtype)
+            if gw is not None: gw += (g.t() @ hc.to(g.dtype)).to(acc)
+        ctx.save_for_backward(gh, gw)
+        ctx.w_dtype = weight.dtype
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        gh, gw = ctx.saved_tensors
+        return (gh * grad.to(gh.dtype) if gh is not None else None,
+                (gw * grad).to(ctx.w_dtype) if gw is not None else None, None, None, None)
+
+def linear_cross_entropy(h, weight, target, chunk: int = 1024):
+    "Mean cross-entropy of the logits `h @ weight.T` (`h` `[N, D]`, `target` `[N]`, -100 ignored), never holding more than `chunk` rows of logits."
+    grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)   # (forward itself runs without grad mode)
+    if torch.compiler.is_compiling(): return _LinearCrossEntropy.apply(h, weight, target, chunk, grad)
+    with torch.profiler.record_function("linear_cross_entropy"):       # a named range for chapter 2d's step profile
+        return _LinearCrossEntropy.apply(h, weight, target, chunk, grad)
+
 # %% ../nbs/02b_model.ipynb #f9f47ee9
-@dataclass
 class CausalLMOutput:
-    "What `MiniLLMForCausalLM.forward` returns. `loss` is the token cross-entropy only; the MoE load-balancing loss is `aux_loss` (add it for training)."
-    logits: torch.Tensor
-    loss: torch.Tensor | None = None
-    aux_loss: torch.Tensor | None = None
-    past_key_values: KVCache | None = None
+    """What `MiniLLMForCausalLM.forward` returns. `loss` is the token cross-entropy only; the MoE load-balancing loss
+    is `aux_loss` (add it for training). `logits` is computed from `last_hidden_state` on first use if the loss path
+    did not form it."""
+    def __init__(self, logits=None, loss=None, aux_loss=None, past_key_values: KVCache | None = None,
+                 last_hidden_state=None, head=None):
+        self._logits, self.loss, self.aux_loss, self.past_key_values = logits, loss, aux_loss, past_key_values
+        self.last_hidden_state, self._head = last_hidden_state, head
+
+    @property
+    def logits(self) -> torch.Tensor:
+        if self._logits is None and self._head is not None: self._logits = self._head(self.last_hidden_state)
+        return self._logits
+
+    @logits.setter
+    def logits(self, value): self._logits = value
+
+    def __repr__(self):
+        lg = "pending" if self._logits is None and self._head is not None else (None if self._logits is None else tuple(self._logits.shape))
+        return f"CausalLMOutput(logits={lg}, loss={self.loss}, aux_loss={self.aux_loss})"
 
 # %% ../nbs/02b_model.ipynb #9b9a3f2d
 class MiniLLMModel(nn.Module):
@@ -272,6 +330,7 @@ class MiniLLMModel(nn.Module):
 class MiniLLMForCausalLM(nn.Module):
     "The MiniLLM language model: `MiniLLMModel` + an output head tied to the embedding."
     config_class = MiniLLMConfig
+    loss_chunk = 1024            # rows of logits `linear_cross_entropy` forms at a time
 
     def __init__(self, config: MiniLLMConfig):
         super().__init__()
@@ -301,12 +360,15 @@ class MiniLLMForCausalLM(nn.Module):
                 use_cache: bool = False, logits_to_keep: int = 0) -> CausalLMOutput:
         cache = past_key_values if past_key_values is not None else (KVCache(self.config.n_layers) if use_cache else None)
         h, aux = self.model(input_ids, attention_mask, cache)
-        logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
-        loss = None
+        head = self.lm_head
         if labels is not None:   # shift the labels, not the logits: no copy of the [B, T, V] logits
-            shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), shifted.reshape(-1), ignore_index=-100)
-        return CausalLMOutput(logits=logits, loss=loss, aux_loss=aux, past_key_values=cache)
+            shifted = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1)
+            if not logits_to_keep and type(head) is nn.Linear and head.bias is None:    # the logits are never formed
+                loss = linear_cross_entropy(h.reshape(-1, h.shape[-1]), head.weight, shifted, self.loss_chunk)
+                return CausalLMOutput(loss=loss, aux_loss=aux, past_key_values=cache, last_hidden_state=h, head=head)
+        logits = head(h[:, -logits_to_keep:] if logits_to_keep else h)
+        loss = None if labels is None else F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), shifted, ignore_index=-100)
+        return CausalLMOutput(logits=logits, loss=loss, aux_loss=aux, past_key_values=cache, last_hidden_state=h)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         "Unique parameters (shared layers and the tied head counted once)."
