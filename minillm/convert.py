@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_convert.ipynb #fb65fd10
 from __future__ import annotations
-import argparse, json, sys, warnings
+import argparse, copy, json, sys, warnings
 from pathlib import Path
 
 import torch
@@ -12,17 +12,20 @@ import torch
 from .config import MiniLLMConfig
 from .model import MiniLLMForCausalLM, hf_config, hf_state_dict, load_weights, save_pretrained, from_pretrained, torch_dtype
 from .lora import lora_layers, load_lora, merge_lora, base_state_dict
-from .tokenizer import load_tokenizer, TokenizerNotFoundError
+from .tokenizer import load_tokenizer, tokenizer_for_checkpoint, TokenizerNotFoundError
 
 # %% auto #0
-__all__ = ['SUPPORTED_ARCHITECTURES', 'FP16_MAX', 'GGUF_TYPES', 'UnsupportedArchitectureError', 'config_from_hf',
-           'read_hf_weights', 'from_transformers', 'check_dtype', 'to_transformers', 'to_interleaved',
+__all__ = ['SUPPORTED_ARCHITECTURES', 'LLAMACPP_PRE', 'FP16_MAX', 'ZERO_SHARED_WIDTH', 'GGUF_TYPES', 'OLLAMA_CHATML',
+           'UnsupportedArchitectureError', 'config_from_hf', 'read_hf_weights', 'from_transformers', 'split_steps',
+           'is_qwen2_tokenizer', 'check_dtype', 'hf_export_config', 'to_transformers', 'to_interleaved',
            'from_interleaved', 'infer_config', 'convert_original', 'load_model', 'merge_adapter', 'gguf_arch',
-           'gguf_tensors', 'to_gguf', 'main']
+           'gguf_tensors', 'llamacpp_pre_tokenizer', 'gguf_special_tokens', 'to_gguf', 'chatml_default_system',
+           'write_modelfile', 'main']
 
 # %% ../nbs/13_convert.ipynb #7cfed3af
 SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
-                           "Qwen2MoeForCausalLM": "qwen2_moe", "Qwen3MoeForCausalLM": "qwen3_moe"}
+                           "Qwen2MoeForCausalLM": "qwen2_moe", "Qwen3MoeForCausalLM": "qwen3_moe",
+                           "MixtralForCausalLM": "mixtral"}
 
 class UnsupportedArchitectureError(ValueError):
     "A transformers model whose architecture MiniLLM cannot represent exactly."
@@ -41,8 +44,10 @@ def _architecture(raw: dict, where: str) -> str:
                                        f"{', '.join(SUPPORTED_ARCHITECTURES)}")
 
 # %% ../nbs/13_convert.ipynb #2ef834bc
-def config_from_hf(hc, where: str = "config") -> MiniLLMConfig:
-    "The `MiniLLMConfig` equivalent to a transformers Llama / Qwen2 / Qwen3 (/ -MoE) config, or a `ValueError` naming what cannot be represented."
+def config_from_hf(hc, where: str = "config", absent: tuple = ()) -> MiniLLMConfig:
+    """The `MiniLLMConfig` equivalent to a transformers Llama / Qwen2 / Qwen3 (/ -MoE) / Mixtral config, or a `ValueError`
+    naming what cannot be represented. `absent` names parts that the weights show to be exactly zero (see `_absent_parts`):
+    a Llama's `o_proj` bias, a Qwen2-MoE's shared expert."""
     raw = hc.to_dict() if hasattr(hc, "to_dict") else dict(hc)
     arch = _architecture(raw, where)
     def g(k, default=None):                                            # attribute aliases (num_experts...) resolve
@@ -54,19 +59,24 @@ def config_from_hf(hc, where: str = "config") -> MiniLLMConfig:
     if g("hidden_act", "silu") not in ("silu", "swish"): problems.append(f"hidden_act={g('hidden_act')!r} (only silu)")
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         problems.append(f"rope_type={rope.get('rope_type', rope.get('type'))!r} (RoPE scaling; only 'default')")
-    if arch in ("LlamaForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM") and g("attention_bias"):
+    llama_bias = arch == "LlamaForCausalLM" and bool(g("attention_bias"))
+    if llama_bias and "o_proj.bias" not in absent: problems.append("attention_bias=True (a bias on o_proj)")
+    if arch in ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM") and g("attention_bias"):
         problems.append("attention_bias=True (a bias on o_proj)")
     if g("mlp_bias"): problems.append("mlp_bias=True")
-    if g("use_sliding_window"): problems.append("use_sliding_window=True")
+    if g("use_sliding_window") or (arch == "MixtralForCausalLM" and g("sliding_window")):
+        problems.append(f"sliding-window attention (sliding_window={g('sliding_window')})")
     if any(t != "full_attention" for t in g("layer_types") or []): problems.append(f"layer_types={sorted(set(g('layer_types')))}")
-    moe = arch.endswith("MoeForCausalLM")
+    moe = arch.endswith("MoeForCausalLM") or arch == "MixtralForCausalLM"
     kw = {}
     if moe:
         if g("decoder_sparse_step", 1) != 1 or g("mlp_only_layers"): problems.append("dense layers mixed with MoE layers")
         kw = dict(use_moe=True, n_routed_experts=g("num_experts") or g("num_local_experts"), num_experts_per_tok=g("num_experts_per_tok"),
-                  norm_topk_prob=g("norm_topk_prob", False), aux_loss_alpha=g("router_aux_loss_coef", 0.0))
+                  norm_topk_prob=True if arch == "MixtralForCausalLM" else g("norm_topk_prob", False),
+                  aux_loss_alpha=g("router_aux_loss_coef", 0.0))
         if arch == "Qwen2MoeForCausalLM":
             shared, width = g("shared_expert_intermediate_size") or 0, g("moe_intermediate_size")
+            if "shared_expert" in absent: shared = 0
             if shared % width: problems.append(f"shared_expert_intermediate_size={shared} is not a multiple of moe_intermediate_size={width}")
             kw["n_shared_experts"] = shared // width
     if problems: raise ValueError(f"{where}: this {arch} uses what MiniLLM does not implement: " + "; ".join(problems))
@@ -74,22 +84,25 @@ def config_from_hf(hc, where: str = "config") -> MiniLLMConfig:
     return MiniLLMConfig(
         dim=g("hidden_size"), n_layers=g("num_hidden_layers"), n_heads=n_heads,
         n_kv_heads=g("num_key_value_heads") or n_heads, vocab_size=g("vocab_size"),
-        hidden_dim=g("moe_intermediate_size") if moe else g("intermediate_size"),
+        hidden_dim=g("moe_intermediate_size") if moe and arch != "MixtralForCausalLM" else g("intermediate_size"),
         head_dim=g("head_dim") or g("hidden_size") // n_heads, norm_eps=g("rms_norm_eps"), rope_theta=float(theta),
         max_seq_len=g("max_position_embeddings"), tie_word_embeddings=bool(g("tie_word_embeddings", False)),
         qk_norm=arch in ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM"),
-        qkv_bias=arch == "Qwen2ForCausalLM" or (arch == "Qwen2MoeForCausalLM" and bool(g("qkv_bias", True))),
+        qkv_bias=arch == "Qwen2ForCausalLM" or llama_bias or (arch == "Qwen2MoeForCausalLM" and bool(g("qkv_bias", True))),
         initializer_range=g("initializer_range", 0.02), **kw)
 
 # %% ../nbs/13_convert.ipynb #c7094367
 def _stack_experts(sd: dict, n_layers: int) -> dict:
-    "Per-expert MoE weights (`mlp.experts.{e}.gate_proj.weight`, the on-disk layout of Qwen MoE checkpoints) -> stacked."
+    """Per-expert MoE weights -> stacked: `mlp.experts.{e}.gate_proj.weight` (the on-disk layout of Qwen MoE checkpoints)
+    and `block_sparse_moe.experts.{e}.w1.weight` / `block_sparse_moe.gate.weight` (Mixtral's, w1 gate, w3 up, w2 down)."""
     import re
-    pat = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight")
+    pat = re.compile(r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.weight")
+    alias = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
     found = {}
     for k in list(sd):
         m = pat.fullmatch(k)
-        if m: found.setdefault(int(m[1]), {}).setdefault(int(m[2]), {})[m[3]] = sd.pop(k)
+        if m: found.setdefault(int(m[1]), {}).setdefault(int(m[2]), {})[alias.get(m[3], m[3])] = sd.pop(k)
+        elif k.endswith(".block_sparse_moe.gate.weight"): sd[k.replace(".block_sparse_moe.", ".mlp.")] = sd.pop(k)
     for layer, experts in found.items():
         E = range(max(experts) + 1)
         sd[f"model.layers.{layer}.mlp.experts.gate_up_proj"] = torch.stack(
@@ -130,23 +143,39 @@ def _fold_shared(cfg: MiniLLMConfig, sd: dict, n_block, repeat_layer) -> tuple[M
         return cfg, sd
     return folded, out
 
+def _absent_parts(arch: str, sd: dict) -> dict[str, list[str]]:
+    """Parts of a standard class that are exactly zero in every layer, so MiniLLM leaves them out: a Llama's `o_proj`
+    bias (how we export q/k/v biases) and a Qwen2-MoE's shared expert (an MoE without one). {part: keys to drop}."""
+    parts = {}
+    if arch == "LlamaForCausalLM":
+        ks = [k for k in sd if k.endswith("self_attn.o_proj.bias")]
+        if ks and not any(sd[k].any() for k in ks): parts["o_proj.bias"] = ks
+    if arch == "Qwen2MoeForCausalLM":
+        downs = [k for k in sd if k.endswith("mlp.shared_expert.down_proj.weight")]
+        if downs and not any(sd[k].any() for k in downs):           # its output is then exactly 0, whatever its gate
+            parts["shared_expert"] = [k for k in sd if ".mlp.shared_expert" in k]
+    return parts
+
 def from_transformers(path_or_model, dtype=None) -> MiniLLMForCausalLM:
-    """A MiniLLM model with the same weights as a transformers Llama / Qwen2 / Qwen3 (/ MoE) model, given as a folder or
-    as a loaded model. Layers that MiniLLM exported block-shared are folded back."""
+    """A MiniLLM model with the same weights as a transformers Llama / Qwen2 / Qwen3 (/ MoE) / Mixtral model, given as a
+    folder or as a loaded model. Layers that MiniLLM exported block-shared are folded back."""
     if isinstance(path_or_model, (str, Path)):
         d = Path(path_or_model)
         if not (d / "config.json").is_file(): raise FileNotFoundError(f"no transformers model at {d} (config.json missing)")
         raw = json.loads((d / "config.json").read_text())
-        _architecture(raw, str(d))                                     # fail before reading any weights
+        arch = _architecture(raw, str(d))                              # fail before reading any weights
         from transformers import AutoConfig
         hc, where = AutoConfig.from_pretrained(str(d)), str(d)
         sd = read_hf_weights(d)
     else:
         model, where = path_or_model, type(path_or_model).__name__
         hc = model.config
-        _architecture({"architectures": [type(model).__name__]}, where)
+        arch = _architecture({"architectures": [type(model).__name__]}, where)
         sd = {k: v.detach() for k, v in model.state_dict().items()}
-    cfg = config_from_hf(hc, where)
+    absent = _absent_parts(arch, sd)
+    for ks in absent.values():
+        for k in ks: sd.pop(k)
+    cfg = config_from_hf(hc, where, tuple(absent))
     sd = _stack_experts({k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}, cfg.n_layers)
     rec = getattr(hc, "minillm", None)
     if rec and rec.get("n_block"):
@@ -161,8 +190,47 @@ def from_transformers(path_or_model, dtype=None) -> MiniLLMForCausalLM:
 def _dtype(dtype):
     return dtype if dtype is None else torch_dtype(dtype, "dtype")
 
+# %% ../nbs/13_convert.ipynb #9b1b8e4d
+_GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"     # ByteLevel(use_regex)
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+# llama.cpp's byte-level pre-tokenizers (llama-vocab.cpp) as the steps they run; "smollm" is also starcoder, refact...
+LLAMACPP_PRE = {"smollm": ("digits", ("split", _GPT2_SPLIT)), "gpt-2": (("split", _GPT2_SPLIT),),
+                "llama-bpe": (("split", _LLAMA3_SPLIT),), "qwen2": (("split", _QWEN2_SPLIT),)}
+
+def split_steps(tokenizer) -> tuple:
+    """The pre-tokenizer of a fast tokenizer as a tuple of steps: "digits" (each digit alone), ("split", regex) (pieces
+    matched by regex, kept), "prefix-space", or the raw JSON of a step we do not model."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    pre = spec.get("pre_tokenizer") or {}
+    out = []
+    for s in (pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre] if pre else []):
+        t = s.get("type")
+        if t == "Digits" and s.get("individual_digits"): out.append("digits")
+        elif t == "ByteLevel":
+            if s.get("add_prefix_space"): out.append("prefix-space")
+            if s.get("use_regex", True): out.append(("split", _GPT2_SPLIT))
+        elif (t == "Split" and str(s.get("behavior", "")).lower() == "isolated" and not s.get("invert")
+              and "Regex" in (s.get("pattern") or {})):
+            out.append(("split", s["pattern"]["Regex"]))
+        else: out.append(json.dumps(s, sort_keys=True))
+    return tuple(out)
+
+def _describe_steps(steps) -> str:
+    names = {("split", v): k for k, v in (("GPT-2 rules", _GPT2_SPLIT), ("Llama-3 rules", _LLAMA3_SPLIT), ("Qwen2 rules", _QWEN2_SPLIT))}
+    return " + ".join("digits one by one" if s == "digits" else names.get(s, f"split on {s[1]!r}") if isinstance(s, tuple)
+                      else s for s in steps) or "no pre-tokenizer"
+
+def is_qwen2_tokenizer(tokenizer) -> bool:
+    "Whether transformers' `Qwen2Tokenizer` (NFC, then Qwen2's split rules) tokenizes exactly as `tokenizer` does."
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    return split_steps(tokenizer) == LLAMACPP_PRE["qwen2"] and (spec.get("normalizer") or {}).get("type") == "NFC"
+
 # %% ../nbs/13_convert.ipynb #934b7199
 FP16_MAX = 65504.0
+ZERO_SHARED_WIDTH = 32     # width of the all-zero shared expert that stands for "none" where a class always has one
 
 def check_dtype(state_dict: dict, dtype) -> list[str]:
     "Names of the tensors that `dtype` cannot hold (|w| beyond float16's range), with a warning; [] if none."
@@ -172,15 +240,42 @@ def check_dtype(state_dict: dict, dtype) -> list[str]:
     if bad: warnings.warn(f"float16 cannot hold these weights (|w| > {FP16_MAX:g}, they become inf): " + "; ".join(bad))
     return bad
 
+def _with(cfg: MiniLLMConfig, **changes) -> MiniLLMConfig:
+    c = copy.deepcopy(cfg)
+    for k, v in changes.items(): setattr(c, k, v)
+    return c
+
+def hf_export_config(cfg: MiniLLMConfig, tokenizer=None):
+    """(transformers config, {name: shape} of all-zero tensors to add) for the standard class that computes exactly what
+    `cfg` does. Beyond `hf_config`: q/k/v biases go out as a Llama with a zero `o_proj` bias unless the tokenizer is
+    Qwen2's own (AutoTokenizer loads any `qwen2` folder's tokenizer as `Qwen2Tokenizer`, whose split rules replace ours);
+    an MoE without qk_norm and without a shared expert is a Qwen2-MoE whose shared expert is all zeros."""
+    L, zeros = range(cfg.n_layers), {}
+    if (not cfg.use_moe and cfg.qkv_bias and not cfg.qk_norm and tokenizer is not None and not is_qwen2_tokenizer(tokenizer)):
+        hc = hf_config(_with(cfg, qkv_bias=False))
+        hc.attention_bias = True
+        zeros = {f"model.layers.{i}.self_attn.o_proj.bias": (cfg.dim,) for i in L}
+    elif cfg.use_moe and not cfg.n_shared_experts and not cfg.qk_norm:
+        hc = hf_config(_with(cfg, n_shared_experts=1))
+        hc.shared_expert_intermediate_size = W = ZERO_SHARED_WIDTH
+        for i in L:
+            p = f"model.layers.{i}.mlp."
+            zeros.update({p + "shared_expert.gate_proj.weight": (W, cfg.dim), p + "shared_expert.up_proj.weight": (W, cfg.dim),
+                          p + "shared_expert.down_proj.weight": (cfg.dim, W), p + "shared_expert_gate.weight": (1, cfg.dim)})
+    else: hc = hf_config(cfg)
+    return hc, zeros
+
+_HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+               "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM", "mixtral": "MixtralForCausalLM"}
+
 def to_transformers(model: MiniLLMForCausalLM, out_dir: str | Path, tokenizer=None, dtype=None):
     """Write `model` as a folder of a standard transformers class (config, safetensors, tokenizer with its chat template,
     generation config). Block-shared layers are unrolled; the layer map is recorded so that `from_transformers` folds them."""
     import transformers
     from transformers import GenerationConfig
     cfg, out = model.config, Path(out_dir)
-    hc = hf_config(cfg)
-    arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-            "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}[hc.model_type]
+    hc, zeros = hf_export_config(cfg, tokenizer)
+    arch = _HF_CLASSES[hc.model_type]
     hc.architectures = [arch]
     hc.minillm = {"n_block": cfg.n_block, "repeat_layer": cfg.repeat_layer, "layer_map": cfg.layer_map,
                   "aux_loss_alpha": cfg.aux_loss_alpha, "seq_aux": cfg.seq_aux, "multiple_of": cfg.multiple_of}
@@ -193,6 +288,7 @@ def to_transformers(model: MiniLLMForCausalLM, out_dir: str | Path, tokenizer=No
     if lora_layers(model) and not all(m.merged for m in lora_layers(model)):
         warnings.warn("the model has unmerged LoRA adapters: exporting the base weights only (save the adapter with save_lora)")
     sd = {k: v.detach().to("cpu", torch.float32).clone() for k, v in sd.items()}   # shared layers become copies
+    sd.update({k: torch.zeros(s) for k, s in zeros.items()})
     hf = getattr(transformers, arch)(hc)
     missing, unexpected = hf.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_word_embeddings)]
@@ -363,19 +459,38 @@ GGUF_TYPES = ("f32", "f16", "q8_0")
 _GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
                "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "mlp.gate": "ffn_gate_inp",
+               "mlp.shared_expert.gate_proj": "ffn_gate_shexp", "mlp.shared_expert.up_proj": "ffn_up_shexp",
+               "mlp.shared_expert.down_proj": "ffn_down_shexp", "mlp.shared_expert_gate": "ffn_gate_inp_shexp"}
 
 def gguf_arch(cfg: MiniLLMConfig) -> str:
-    "The llama.cpp architecture for a dense model: llama, qwen3 (qk_norm) or qwen2 (qkv_bias)."
-    if cfg.use_moe: raise ValueError("GGUF export of MoE models is not implemented (dense models only)")
-    if cfg.qk_norm and cfg.qkv_bias: raise ValueError("qk_norm together with qkv_bias has no llama.cpp architecture")
-    return "qwen3" if cfg.qk_norm else "qwen2" if cfg.qkv_bias else "llama"
+    "The llama.cpp architecture that computes exactly what `cfg` does, or a `ValueError` saying why none does."
+    full_q = cfg.n_heads * cfg.head_dim == cfg.dim                     # qwen2 / qwen2moe assume it
+    if not cfg.use_moe: return "qwen3" if cfg.qk_norm else "qwen2" if cfg.qkv_bias and full_q else "llama"
+    if cfg.qk_norm:
+        if cfg.n_shared_experts: raise ValueError("an MoE with qk_norm and a shared expert has no llama.cpp architecture (qwen3moe has no shared expert)")
+        if not cfg.norm_topk_prob: raise ValueError("an MoE with qk_norm and norm_topk_prob=False has no llama.cpp architecture (qwen3moe renormalises the top-k weights)")
+        return "qwen3moe"
+    if cfg.norm_topk_prob:
+        if cfg.n_shared_experts: raise ValueError("an MoE with a shared expert and norm_topk_prob=True has no llama.cpp architecture "
+                                                  "(qwen2moe, the one with a shared expert, never renormalises the top-k weights)")
+        return "llama"                                                 # Mixtral's design
+    if not full_q: raise ValueError(f"qwen2moe needs n_heads * head_dim == dim ({cfg.n_heads} * {cfg.head_dim} != {cfg.dim})")
+    return "qwen2moe"
 
 def gguf_tensors(model: MiniLLMForCausalLM) -> dict[str, torch.Tensor]:
-    "Our weights under llama.cpp's names (layers unrolled); for `llama`, q/k rows in llama.cpp's interleaved RoPE order."
+    """Our weights under llama.cpp's names (layers unrolled, experts split into gate / up / down); for `llama`, q/k rows
+    in llama.cpp's interleaved RoPE order; for `qwen2moe` without a shared expert, an all-zero one."""
     cfg, arch = model.config, gguf_arch(model.config)
+    sd = dict(hf_state_dict(model, base_state_dict(model)))
+    if arch == "qwen2moe" and not cfg.n_shared_experts:
+        W, D = ZERO_SHARED_WIDTH, cfg.dim
+        for i in range(cfg.n_layers):
+            p = f"model.layers.{i}.mlp."
+            sd.update({p + "shared_expert.gate_proj.weight": torch.zeros(W, D), p + "shared_expert.up_proj.weight": torch.zeros(W, D),
+                       p + "shared_expert.down_proj.weight": torch.zeros(D, W), p + "shared_expert_gate.weight": torch.zeros(1, D)})
     out = {}
-    for k, v in hf_state_dict(model, base_state_dict(model)).items():
+    for k, v in sd.items():
         v = v.detach().float().cpu()
         if k == "model.embed_tokens.weight": out["token_embd.weight"] = v
         elif k == "model.norm.weight": out["output_norm.weight"] = v
@@ -383,13 +498,49 @@ def gguf_tensors(model: MiniLLMForCausalLM) -> dict[str, torch.Tensor]:
         else:
             i, rest = k[len("model.layers."):].split(".", 1)
             name, suffix = rest.rsplit(".", 1)
+            if name == "mlp.experts":                                  # [E, 2H, D] -> gate, up [E, H, D]; down [E, D, H]
+                if suffix == "gate_up_proj":
+                    gate, up = v.chunk(2, dim=1)
+                    out[f"blk.{i}.ffn_gate_exps.weight"], out[f"blk.{i}.ffn_up_exps.weight"] = gate.contiguous(), up.contiguous()
+                else: out[f"blk.{i}.ffn_down_exps.weight"] = v
+                continue
             if arch == "llama" and name in ("self_attn.q_proj", "self_attn.k_proj"):
                 v = to_interleaved(v, cfg.n_heads if name == "self_attn.q_proj" else cfg.n_kv_heads)
+            if name == "mlp.shared_expert_gate": v = v.reshape(-1)     # llama.cpp: a vector of n_embd
             out[f"blk.{i}.{_GGUF_NAMES[name]}.{suffix}"] = v
+    if arch == "qwen2moe" and "output.weight" not in out: out["output.weight"] = out["token_embd.weight"]
     return out
 
-def _gguf_tokenizer(w, tokenizer, vocab_size: int):
-    "Embed a byte-level BPE tokenizer (tokens, types, merges, special ids) and its chat template."
+# %% ../nbs/13_convert.ipynb #4d8ab661
+def llamacpp_pre_tokenizer(tokenizer) -> tuple[str | None, list[str]]:
+    """The llama.cpp pre-tokenizer (`tokenizer.ggml.pre`) that splits text exactly as `tokenizer` does (None if none
+    does), and the list of what llama.cpp would tokenize differently (empty when nothing)."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    steps = split_steps(tokenizer)
+    name = next((n for n, s in LLAMACPP_PRE.items() if s == steps), None)
+    problems = [] if name else [f"its pre-tokenizer ({_describe_steps(steps)}) is none of llama.cpp's: text splits differently"]
+    if spec.get("normalizer"):
+        problems.append(f"it normalises text ({spec['normalizer'].get('type')}) and llama.cpp does not: text it changes tokenizes differently")
+    for a in spec.get("added_tokens", []):
+        if a.get("lstrip") or a.get("rstrip") or a.get("single_word"):
+            problems.append(f"added token {a['content']!r} strips spaces or matches whole words only, which llama.cpp ignores")
+    return name, problems
+
+def gguf_special_tokens(tokenizer) -> dict[str, int]:
+    """bos / eos / eot / pad / unk ids for llama.cpp. End-of-turn is `<|im_end|>` when the vocabulary has it; a tokenizer
+    without a BOS gets `<|endoftext|>` (else its eos) as the id llama.cpp reports — never inserted, see `add_bos_token`."""
+    v = tokenizer.get_vocab()
+    ids = {"bos": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else v.get("<|endoftext|>", tokenizer.eos_token_id),
+           "eos": tokenizer.eos_token_id, "eot": v.get("<|im_end|>", tokenizer.eos_token_id),
+           "pad": tokenizer.pad_token_id, "unk": tokenizer.unk_token_id}
+    return {k: i for k, i in ids.items() if i is not None}
+
+def _adds_bos(tokenizer) -> bool:
+    b = tokenizer.bos_token_id
+    return b is not None and tokenizer("a")["input_ids"][:1] == [b]
+
+def _gguf_tokenizer(w, tokenizer, vocab_size: int, strict: bool = False):
+    "Embed a byte-level BPE tokenizer (tokens, types, merges, split rules, special ids) and its chat template."
     import gguf
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     if spec["model"]["type"] != "BPE" or not any(p.get("type") == "ByteLevel" for p in
@@ -398,22 +549,29 @@ def _gguf_tokenizer(w, tokenizer, vocab_size: int):
                          f"{spec['model']['type']}); pass tokenizer=None to write the model without it")
     vocab = tokenizer.get_vocab()
     if len(vocab) > vocab_size: raise ValueError(f"tokenizer has {len(vocab)} tokens, the model {vocab_size} rows")
+    pre, problems = llamacpp_pre_tokenizer(tokenizer)
+    if problems:
+        msg = "llama.cpp will not tokenize exactly as this tokenizer does: " + "; ".join(problems)
+        if strict: raise ValueError(msg + " (refused: strict)")
+        warnings.warn(msg)
     tokens, types = [f"[PAD{i}]" for i in range(vocab_size)], [gguf.TokenType.UNUSED] * vocab_size
     for t, i in vocab.items(): tokens[i], types[i] = t, gguf.TokenType.NORMAL
     for a in spec.get("added_tokens", []):
         types[a["id"]] = gguf.TokenType.CONTROL if a["special"] else gguf.TokenType.USER_DEFINED
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
-    w.add_tokenizer_model("gpt2"); w.add_tokenizer_pre("default")
+    w.add_tokenizer_model("gpt2"); w.add_tokenizer_pre(pre or "default")
     w.add_token_list(tokens); w.add_token_types(types); w.add_token_merges(merges)
-    for name in ("bos", "eos", "pad", "unk"):
-        i = getattr(tokenizer, f"{name}_token_id")
-        if i is not None: getattr(w, f"add_{name}_token_id")(i)
-    w.add_add_bos_token(False)
+    for name, i in gguf_special_tokens(tokenizer).items(): getattr(w, f"add_{name}_token_id")(i)
+    w.add_add_bos_token(_adds_bos(tokenizer)); w.add_add_eos_token(False)
     if tokenizer.chat_template: w.add_chat_template(tokenizer.chat_template)
 
-def to_gguf(model: MiniLLMForCausalLM, path: str | Path, tokenizer=None, qtype: str = "f16") -> Path:
-    """Write a dense `model` as one GGUF file for llama.cpp / Ollama (and transformers' GGUF loader): weights as `qtype`
-    (f32, f16 or q8_0; norms stay f32), hyper-parameters, and the tokenizer with its chat template."""
+# %% ../nbs/13_convert.ipynb #07150cd1
+def to_gguf(model: MiniLLMForCausalLM, path: str | Path, tokenizer=None, qtype: str = "f16", strict: bool = False,
+            modelfile: bool = True) -> Path:
+    """Write `model` as one GGUF file for llama.cpp / Ollama (and transformers' GGUF loader): weights as `qtype` (f32,
+    f16 or q8_0; norms and routers stay f32), hyper-parameters, and the tokenizer with its split rules, special ids and
+    chat template; with a tokenizer and `modelfile`, an Ollama Modelfile beside it (`write_modelfile`). `strict` turns
+    "llama.cpp will tokenize differently" from a warning into an error."""
     import numpy as np
     try: import gguf
     except ImportError: raise ImportError("writing GGUF needs the gguf package: pip install gguf") from None
@@ -429,22 +587,75 @@ def to_gguf(model: MiniLLMForCausalLM, path: str | Path, tokenizer=None, qtype: 
     w.add_head_count_kv(cfg.n_kv_heads); w.add_rope_freq_base(float(cfg.rope_theta)); w.add_layer_norm_rms_eps(cfg.norm_eps)
     w.add_key_length(cfg.head_dim); w.add_value_length(cfg.head_dim); w.add_rope_dimension_count(cfg.head_dim)
     w.add_vocab_size(cfg.vocab_size)
+    if cfg.use_moe:
+        w.add_expert_count(cfg.n_routed_experts); w.add_expert_used_count(cfg.num_experts_per_tok)
+        w.add_expert_feed_forward_length(cfg.hidden_dim)
+        if arch == "qwen2moe": w.add_expert_shared_feed_forward_length(cfg.n_shared_experts * cfg.hidden_dim or ZERO_SHARED_WIDTH)
     w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                      "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[qtype])
-    if tokenizer is not None: _gguf_tokenizer(w, tokenizer, cfg.vocab_size)
+    if tokenizer is not None: _gguf_tokenizer(w, tokenizer, cfg.vocab_size, strict)
     for name, t in tensors.items():
         a = t.numpy()
-        if a.ndim == 1 or qtype == "f32": w.add_tensor(name, a.astype(np.float32))
+        if a.ndim == 1 or qtype == "f32" or ".ffn_gate_inp." in name: w.add_tensor(name, a.astype(np.float32))
         elif qtype == "f16" or a.shape[-1] % 32: w.add_tensor(name, a.astype(np.float16))   # q8_0 needs rows of 32k
         else:
             q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0)
             w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    if tokenizer is not None and modelfile: write_modelfile(path, tokenizer, cfg.max_seq_len)
+    return path
+
+# %% ../nbs/13_convert.ipynb #9f1d3ea6
+OLLAMA_CHATML = ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+                 "<|im_start|>assistant\n")
+
+def _chatml(messages, system: str | None) -> str:
+    "What `OLLAMA_CHATML` renders; Ollama puts the Modelfile's SYSTEM first when the conversation has no system turn."
+    if system is not None and not (messages and messages[0]["role"] == "system"):
+        messages = [{"role": "system", "content": system}] + list(messages)
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
+
+def chatml_default_system(tokenizer) -> tuple[bool, str | None]:
+    """(whether the tokenizer's chat template is ChatML as `OLLAMA_CHATML` writes it, the system prompt it inserts
+    when a conversation has none), checked on three conversations."""
+    if not tokenizer.chat_template: return False, None
+    render = lambda m: tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+    bare = render([{"role": "user", "content": "U"}])
+    head = "<|im_start|>system\n"
+    system = bare[len(head):bare.index("<|im_end|>")] if bare.startswith(head) and "<|im_end|>" in bare else None
+    convs = [[{"role": "user", "content": "U"}], [{"role": "system", "content": "S"}, {"role": "user", "content": "你好"}],
+             [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]]
+    try: same = all(render(c) == _chatml(c, system) for c in convs)
+    except Exception: same = False
+    return same, system
+
+def write_modelfile(gguf_path: str | Path, tokenizer, num_ctx: int, path: str | Path | None = None) -> Path:
+    "Write an Ollama Modelfile for `gguf_path`: FROM, TEMPLATE and SYSTEM (if the chat template is ChatML), stops, greedy parameters."
+    g = Path(gguf_path)
+    path = Path(path) if path else g.with_suffix(".Modelfile")
+    chatml, system = chatml_default_system(tokenizer)
+    lines = [f"FROM ./{g.name}" if path.parent.resolve() == g.parent.resolve() else f"FROM {g.resolve()}"]
+    if chatml:
+        lines.append(f'TEMPLATE """{OLLAMA_CHATML}"""')
+        if system is not None: lines.append(f'SYSTEM """{system}"""')
+    else: warnings.warn(f"{path.name}: the chat template is not ChatML, so no TEMPLATE is written (Ollama falls back on its own guess)")
+    v = tokenizer.get_vocab()
+    stops = dict.fromkeys(t for t in (tokenizer.eos_token, "<|im_end|>", "<|endoftext|>") if t and t in v)
+    lines += [f'PARAMETER stop "{s}"' for s in stops]
+    lines += ["PARAMETER temperature 0", "PARAMETER repeat_penalty 1", f"PARAMETER num_ctx {num_ctx}"]
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 # %% ../nbs/13_convert.ipynb #60de7d15
-def _tokenizer_for(args, vocab_size: int, *folders):
-    "The tokenizer: --tokenizer_dir if given, else the first folder that holds one, else the shipped one (if its size fits)."
+def _is_minillm_folder(p) -> bool:
+    try: return json.loads((Path(p) / "config.json").read_text()).get("model_type") == "minillm"
+    except (OSError, ValueError, TypeError): return False
+
+def _tokenizer_for(args, vocab_size: int, *folders, ckpt=None):
+    """The tokenizer: a MiniLLM checkpoint's own (`tokenizer_for_checkpoint`; --tokenizer_dir must then agree with it),
+    else --tokenizer_dir, else the first folder that holds one, else the shipped one (if its size fits)."""
+    if ckpt is not None and _is_minillm_folder(ckpt):
+        return tokenizer_for_checkpoint(ckpt, args.tokenizer_dir, trust_remote_code=args.trust_remote_code)
     if args.tokenizer_dir: return load_tokenizer(args.tokenizer_dir, trust_remote_code=args.trust_remote_code)
     for f in folders:
         if f and Path(f).is_dir() and any((Path(f) / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
@@ -462,13 +673,14 @@ def main(argv=None):
     p.add_argument("--torch_path", help="MiniLLM checkpoint folder, or an original MiniLLM .pth state dict (input of torch2hf/gguf, output of hf2torch)")
     p.add_argument("--transformers_path", help="transformers model folder (output of torch2hf, input of hf2torch and of gguf when no --torch_path)")
     p.add_argument("--gguf_path", help="GGUF file to write (default: <torch_path or transformers_path>-<dtype>.gguf)")
-    p.add_argument("--tokenizer_dir", help="tokenizer folder (default: the one in the input folder, else the shipped one)")
+    p.add_argument("--tokenizer_dir", help="tokenizer folder (default: the one saved in the input folder, else the shipped one)")
     p.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False, help="for the tokenizer only")
     p.add_argument("--dtype", default=None, help="torch2hf/hf2torch: float32|float16|bfloat16 (default float32); gguf: f32|f16|q8_0 (default f16)")
     p.add_argument("--lora_path", help="a PEFT LoRA adapter to merge into the model before writing")
     p.add_argument("--n_heads", type=int, default=8, help="heads of a .pth state dict (shapes cannot tell; the original used 8)")
     p.add_argument("--num_experts_per_tok", type=int, default=2, help="top-k of an original MoE .pth state dict")
     p.add_argument("--max_seq_len", type=int, default=None, help="context length of a .pth state dict")
+    p.add_argument("--strict", action="store_true", help="gguf: refuse a tokenizer that llama.cpp would not reproduce exactly (default: warn)")
     a = p.parse_args(argv)
     try:
         if a.mode == "hf2torch":
@@ -493,17 +705,19 @@ def main(argv=None):
         if str(src).endswith((".pth", ".pt")) and a.num_experts_per_tok != 2: over["num_experts_per_tok"] = a.num_experts_per_tok
         model = load_model(src, n_heads=a.n_heads, **over) if str(src).endswith((".pth", ".pt")) else load_model(src)
         if a.lora_path: model = merge_adapter(model, a.lora_path)
-        tok = _tokenizer_for(a, model.config.vocab_size, a.torch_path if a.torch_path and Path(a.torch_path).is_dir() else None, a.transformers_path if a.mode == "gguf" else None)
+        folder = a.torch_path if a.torch_path and Path(a.torch_path).is_dir() else None
+        tok = _tokenizer_for(a, model.config.vocab_size, folder, a.transformers_path if a.mode == "gguf" else None, ckpt=folder)
         if a.mode == "torch2hf":
             if not a.transformers_path: p.error("torch2hf needs --transformers_path")
             to_transformers(model, a.transformers_path, tok, a.dtype)
-            print(f"{src} -> {a.transformers_path} ({hf_config(model.config).model_type}; load with "
+            print(f"{src} -> {a.transformers_path} ({hf_export_config(model.config, tok)[0].model_type}; load with "
                   f"AutoModelForCausalLM.from_pretrained({a.transformers_path!r}))")
         else:
             q = {"float32": "f32", "float16": "f16", None: "f16"}.get(a.dtype, a.dtype)
             out = a.gguf_path or f"{str(src).rstrip('/').removesuffix('.pth')}-{q}.gguf"
-            to_gguf(model, out, tok, q)
-            print(f"{src} -> {out} ({q}, {Path(out).stat().st_size / 1e6:.1f} MB)")
+            to_gguf(model, out, tok, q, strict=a.strict)
+            print(f"{src} -> {out} ({gguf_arch(model.config)}, {q}, {Path(out).stat().st_size / 1e6:.1f} MB); for Ollama: "
+                  f"ollama create minillm -f {Path(out).with_suffix('.Modelfile')}")
         return 0
     except (ValueError, FileNotFoundError, TokenizerNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr); return 2

@@ -1,6 +1,7 @@
 """Conversion tests too heavy or too CLI-shaped for the chapter notebook (nbs/13_convert.ipynb): the command line in a
 subprocess, original MiniLLM MoE `.pth` files against a reference of the original's math, per-expert MoE checkpoints,
-a Qwen3 GGUF read back by transformers, and the real SmolLM2-135M (GUIDE §6)."""
+a Qwen3 GGUF read back by transformers, every model the training flags make exported both ways, and the real
+SmolLM2-135M. The real llama.cpp checks are in tests/test_llamacpp.py."""
 import json, os, subprocess, sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from conftest import ROOT
 from minillm.config import MiniLLMConfig
 from minillm.model import MiniLLMForCausalLM, save_pretrained, hf_state_dict
 from minillm.tokenizer import load_tokenizer, smollm2_gguf
-from minillm.convert import (convert_original, from_transformers, to_transformers, to_gguf, load_model, GGUF_TYPES)
+from minillm.convert import (convert_original, from_transformers, to_transformers, to_gguf, gguf_arch, load_model, GGUF_TYPES)
 
 transformers = pytest.importorskip("transformers")
 from transformers import AutoModelForCausalLM
@@ -172,8 +173,87 @@ def test_qwen3_gguf(tmp_path):
         with torch.no_grad(): assert max_diff(hg(ids).logits, ref) <= tol * ref.abs().max().item()
 
 
-def test_gguf_refuses_moe(tmp_path):
-    with pytest.raises(ValueError, match="MoE"): to_gguf(random_model(n_layers=1, qk_norm=True, use_moe=True), tmp_path / "x.gguf")
+TRAINING_FLAGS = {"dense": {}, "--n_block 1": dict(n_block=1), "--qk_norm": dict(qk_norm=True),
+                  "--use_moe": dict(use_moe=True), "--use_moe --qk_norm": dict(use_moe=True, qk_norm=True)}
+
+
+@pytest.mark.parametrize("flags", list(TRAINING_FLAGS))
+def test_training_flags_export(flags, tmp_path):
+    "Every model the training flags make goes to transformers (exact, our token ids via AutoTokenizer) and to GGUF."
+    tok = load_tokenizer()
+    m = random_model(vocab=len(tok), n_layers=2, **TRAINING_FLAGS[flags]) if "n_block" not in flags else random_model(vocab=len(tok), n_block=1)
+    to_transformers(m, tmp_path / "hf", tok)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.randint(0, len(tok), (2, 16))
+    with torch.no_grad(): assert max_diff(hf(ids).logits, m(ids).logits) < 1e-4
+    text = "Tom's 2024 café (¥500)\n\nWorld & $3 — 你好"
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")(text).input_ids == tok(text).input_ids
+    with torch.no_grad(): assert max_diff(from_transformers(tmp_path / "hf")(ids).logits, m(ids).logits) == 0.0
+    import gguf
+    f = to_gguf(m, tmp_path / "m.gguf", tok, "f32")
+    r = gguf.GGUFReader(str(f))
+    field = lambda k: bytes(r.fields[k].parts[r.fields[k].data[0]]).decode()
+    assert field("tokenizer.ggml.pre") == "smollm" and field("general.architecture") == gguf_arch(m.config)
+    assert f.with_suffix(".Modelfile").read_text().startswith("FROM ./m.gguf\n")
+
+
+def test_qkv_bias_exports_as_llama(tmp_path):
+    "q/k/v biases: a Qwen2 folder would get Qwen2Tokenizer's split rules from AutoTokenizer; a Llama with a zero o_proj bias keeps ours."
+    tok = load_tokenizer()
+    m = random_model(vocab=len(tok), n_layers=2, qkv_bias=True)
+    to_transformers(m, tmp_path / "hf", tok)
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["attention_bias"] is True
+    text = "Hello,\n\nWorld"
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")(text).input_ids == tok(text).input_ids
+    back = from_transformers(tmp_path / "hf")
+    assert back.config.qkv_bias
+    # without a tokenizer nothing can be replaced: the natural class
+    to_transformers(m, tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
+    # a nonzero o_proj bias is a real Llama feature MiniLLM lacks: refused by name
+    from safetensors.torch import load_file, save_file
+    sd = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    sd["model.layers.1.self_attn.o_proj.bias"][0] = 0.5
+    save_file(sd, str(tmp_path / "hf" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="a bias on o_proj"): from_transformers(tmp_path / "hf")
+
+
+def test_mixtral_import(tmp_path):
+    "A Mixtral folder (Mixtral's on-disk expert layout) reads in as a MiniLLM MoE with the same logits."
+    cfg = transformers.MixtralConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                                     num_key_value_heads=2, vocab_size=300, num_local_experts=4, num_experts_per_tok=2)
+    torch.manual_seed(0)
+    hf = transformers.MixtralForCausalLM(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    ours = from_transformers(tmp_path).eval()
+    assert ours.config.use_moe and ours.config.norm_topk_prob and ours.config.n_shared_experts == 0
+    ids = torch.randint(0, 300, (2, 12))
+    with torch.no_grad(): assert max_diff(ours(ids).logits, hf(ids).logits) < 1e-4
+
+
+def test_gguf_moe_refusals(tmp_path):
+    "MoE designs no llama.cpp architecture computes are refused with the reason."
+    with pytest.raises(ValueError, match="never renormalises"):
+        to_gguf(random_model(n_layers=1, use_moe=True, n_shared_experts=1), tmp_path / "x.gguf")
+    with pytest.raises(ValueError, match="qwen3moe renormalises"):
+        to_gguf(random_model(n_layers=1, use_moe=True, qk_norm=True, norm_topk_prob=False), tmp_path / "x.gguf")
+
+
+def test_gguf_strict_tokenizer(tmp_path):
+    "A tokenizer llama.cpp cannot reproduce: a warning naming the difference, an error with --strict (one line, no traceback)."
+    from tokenizers import pre_tokenizers as pt
+    tok = load_tokenizer()
+    tok.backend_tokenizer.pre_tokenizer = pt.Sequence([pt.Digits(individual_digits=False), pt.ByteLevel(add_prefix_space=False)])
+    tok.save_pretrained(tmp_path / "ours")
+    save_pretrained(random_model(vocab=len(tok), n_layers=1), tmp_path / "ours")
+    with pytest.warns(UserWarning, match="llama.cpp will not tokenize exactly"):
+        to_gguf(random_model(vocab=len(tok), n_layers=1), tmp_path / "w.gguf", tok, "f32")
+    r = run_cli("--mode", "gguf", "--torch_path", str(tmp_path / "ours"), "--gguf_path", str(tmp_path / "s.gguf"), "--strict")
+    assert r.returncode == 2 and "Digits" in r.stderr and "strict" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "s.gguf").exists()
+    r = run_cli("--mode", "gguf", "--torch_path", str(tmp_path / "ours"), "--gguf_path", str(tmp_path / "n.gguf"))
+    assert r.returncode == 0 and "llama.cpp will not tokenize exactly" in r.stderr and "ollama create" in r.stdout
 
 
 @pytest.fixture(scope="module")
