@@ -13,7 +13,8 @@ from .perf import Peak, cpu_name, dtype_name, flops_per_token, resolve_dtype
 # %% auto #0
 __all__ = ['SIZES', 'machine', 'bench_dtype', 'build_pair', 'train_step_fn', 'interleaved', 'rate', 'decode_fns',
            'weight_stream_ceiling', 'llamacpp_available', 'write_gguf', 'LlamaCppDecoder', 'peak_memory',
-           'step_profile', 'format_profile', 'train_rows', 'decode_rows', 'run_bench', 'format_table', 'main']
+           'step_profile', 'format_profile', 'bench_engine', 'train_rows', 'decode_rows', 'run_bench', 'format_table',
+           'main']
 
 # %% ../nbs/02d_bench.ipynb #488534be
 SIZES = {
@@ -242,6 +243,42 @@ def format_profile(p: dict[str, float], title: str = "") -> str:
     rows = [f"| {k} | {v * 1e3:.0f} ms | {v / p['total']:.0%} |" for k, v in p.items() if k != "total"]
     return "\n".join([title, "", "| part of the step | time | share |", "|---|---|---|", *rows, f"| total (wall) | {p['total'] * 1e3:.0f} ms | 100% |"])
 
+# %% ../nbs/02d_bench.ipynb #2ce438ca
+def bench_engine(size: str = "default", steps: int = 8, rounds: int = 3, dtype: str = "auto") -> list[dict]:
+    "Tokens/s of `Trainer` steps (data included) vs the bare step of `minillm.bench`, and the data-wait share."
+    import statistics
+    from pathlib import Path
+    from minillm.train.stage import demo_data
+    from minillm.trainer import Trainer, TrainArgs
+    from minillm.data import build_cache, PackedDataset
+    from minillm.tokenizer import load_tokenizer
+    spec = SIZES[size]; B, T = spec["batch"], spec["seq"]
+    tok = load_tokenizer()
+    src = demo_data("pretrain_hq.jsonl")
+    with tempfile.TemporaryDirectory() as d:
+        big = Path(d) / "pretrain_x20.jsonl"
+        text = Path(src).read_text(encoding="utf-8")
+        big.write_text(text * 20, encoding="utf-8")
+        ds = PackedDataset(build_cache(big, tok, "pretrain", cache_dir=Path(d) / "cache", verbose=False), T)
+        cfg = MiniLLMConfig(**{**spec["cfg"], "vocab_size": len(tok)})
+        torch.manual_seed(0)
+        m_engine, m_plain = MiniLLMForCausalLM(cfg), MiniLLMForCausalLM(cfg)
+        dt = resolve_dtype(dtype, "cpu"); dtype = "bf16" if dt == torch.bfloat16 else "fp32"
+        plain = train_step_fn(m_plain, ds[0]["input_ids"][None].repeat(B, 1), dtype)
+        eng_t, plain_t, shares = [], [], []
+        for r in range(rounds + 1):
+            args = TrainArgs(out_dir=str(Path(d) / "out"), save_name="bench", batch_size=B, max_steps=steps, dtype=dtype_name(dt),
+                             device="cpu", log_interval=10 ** 9, progress=False, seed=r)
+            tr = Trainer(m_engine, args, ds)
+            tr.save = lambda **kw: None                              # measure the loop, not checkpoint writing
+            tr.fit()
+            t0 = time.perf_counter()
+            for _ in range(steps): plain()
+            if r: eng_t.append(tr.loop_time); plain_t.append(time.perf_counter() - t0); shares.append(tr.data_time / tr.loop_time)
+    e, p = B * T * steps / statistics.median(eng_t), B * T * steps / statistics.median(plain_t)
+    return [dict(metric=f"engine step {dtype}, data included (tokens/s)", ours=e, transformers=p, ratio=e / p,
+                 note=f"vs the bare step of the same model; waiting for data: {statistics.median(shares):.1%} of the loop")]
+
 # %% ../nbs/02d_bench.ipynb #86f0aac7
 def _row(metric, ours, ref, spread_o, spread_r, note="", llama=None, spread_l=None):
     r = dict(metric=metric, ours=ours, transformers=ref, ratio=ours / ref if ref else float("nan"),
@@ -336,6 +373,10 @@ def format_table(rows, title="") -> str:
     return "\n".join(out)
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--data" in argv:
+        from minillm.databench import main as data_main   # chapter 3c: the token-cache build benchmark
+        return data_main(argv)
     p = argparse.ArgumentParser(prog="python -m minillm.bench", description="MiniLLM vs transformers (and llama.cpp), side by side.")
     p.add_argument("--size", choices=sorted(SIZES), default="default")
     p.add_argument("--device", default="cpu")
@@ -351,6 +392,7 @@ def main(argv=None):
     p.add_argument("--profile", action="store_true", help="instead: where the time of one training step goes (torch.profiler)")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--engine", action="store_true", help="instead: the training engine's full step vs the bare step (chapter 4)")
+    p.add_argument("--data", action="store_true", help="instead: build token caches of generated minimind-format files (chapter 3c; --size_mb N)")
     p.add_argument("--serve", action="store_true", help="instead: the OpenAI server (chapter 12): aggregate tokens/s and TTFT "
                    "with --clients concurrent streaming clients, each request --new_tokens long")
     p.add_argument("--ckpt", help="with --serve: the checkpoint to serve (default: a random model of --size)")
@@ -368,7 +410,6 @@ def main(argv=None):
         if a.json: json.dump(rows, open(a.json, "w"), indent=1)
         return 0
     if a.engine:
-        from minillm.trainer import bench_engine       # chapter 4 measures itself with this chapter's step
         rows = bench_engine(a.size, dtype=a.dtype)
         print(format_table(rows, f"MiniLLM engine vs bare step, size {a.size}").replace("| transformers |", "| bare step |"))
         return 0

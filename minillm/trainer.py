@@ -24,7 +24,7 @@ __all__ = ['POSITIVE', 'NON_NEGATIVE', 'training_dtype', 'Dist', 'init_distribut
            'checkpoint_info', 'load_resume_state', 'shard_model', 'fsdp_full_state', 'fsdp_load_full_state',
            'TrainArgs', 'checked', 'add_train_args', 'train_args_from', 'LossOutput', 'Loss', 'lm_loss', 'Trainer',
            'state', 'save', 'try_resume', 'loader', 'autocast', 'evaluate', 'micro_step', 'optimizer_step', 'RunLog',
-           'fit', 'shutdown_distributed', 'bench_engine']
+           'fit', 'shutdown_distributed']
 
 # %% ../nbs/04_trainer.ipynb #4f3282a1
 def training_dtype(dtype: str, device: str) -> torch.dtype:
@@ -252,7 +252,7 @@ def add_train_args(p: argparse.ArgumentParser, **defaults) -> argparse.ArgumentP
 def train_args_from(ns: argparse.Namespace) -> TrainArgs:
     return TrainArgs(**{k: getattr(ns, k) for k in TrainArgs.__dataclass_fields__ if hasattr(ns, k)})
 
-# %% ../nbs/04_trainer.ipynb #dca3986e
+# %% ../nbs/04_trainer.ipynb #8a026d6d
 @dataclass
 class LossOutput:
     "What a stage's loss returns to the engine."
@@ -272,7 +272,7 @@ def lm_loss(model, batch) -> LossOutput:
     loss = out.loss + out.aux_loss if out.aux_loss is not None else out.loss
     return LossOutput(loss, tokens=(batch["labels"][:, 1:] != -100).sum(), ce=out.loss.detach())
 
-# %% ../nbs/04_trainer.ipynb #53a59d32
+# %% ../nbs/04_trainer.ipynb #62f0a56d
 def _method(cls):
     "Attach the decorated function to `cls` as a method (build a class up across notebook cells)."
     def attach(f): setattr(cls, f.__name__, f); return f
@@ -338,7 +338,7 @@ class Trainer:
         return (f"device {self.device}, dtype {dtype_name(self.dtype)}" + (f", {self.threads}" if self.threads else "")
                 + f", world {self.dist.world}" + (" (FSDP)" if self.fsdp else ""))
 
-# %% ../nbs/04_trainer.ipynb #21d62fea
+# %% ../nbs/04_trainer.ipynb #15393d5c
 @_method(Trainer)
 def state(self, optimizer_state: dict | None = None) -> dict:
     trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad} if self.export_fn else None
@@ -389,7 +389,7 @@ def try_resume(self) -> bool:
     if self.dist.main: print(f"[train] resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.micro})")
     return True
 
-# %% ../nbs/04_trainer.ipynb #b13f0ee6
+# %% ../nbs/04_trainer.ipynb #45d1afa8
 @_method(Trainer)
 def loader(self, dataset, sampler=None):
     # A private generator: creating a DataLoader iterator otherwise draws from the global RNG, and a resumed
@@ -420,7 +420,7 @@ def evaluate(self, max_batches: int | None = None) -> float | None:
     self.model.train()
     return (tot / n.clamp(min=1)).item()
 
-# %% ../nbs/04_trainer.ipynb #b79cd31c
+# %% ../nbs/04_trainer.ipynb #9d341af5
 @_method(Trainer)
 def micro_step(self, batch: dict, last: bool) -> LossOutput:
     "Forward and backward one micro-batch; gradients are synchronised across ranks only on the `last` of a step."
@@ -448,7 +448,7 @@ def optimizer_step(self) -> torch.Tensor:
     self.step += 1
     return gnorm
 
-# %% ../nbs/04_trainer.ipynb #f46e0bca
+# %% ../nbs/04_trainer.ipynb #b1059242
 class RunLog:
     "Where a run's numbers go: the tqdm bar, Weights & Biases and stdout (rank 0 only), and the trainer's history."
     def __init__(self, trainer: "Trainer"):
@@ -506,7 +506,7 @@ class RunLog:
         if self.main and self.tr.dev_type == "cuda":
             print(f"[train] peak GPU memory {torch.cuda.max_memory_allocated(self.tr.device) / 2**30:.2f} GiB")
 
-# %% ../nbs/04_trainer.ipynb #2d0b9ea8
+# %% ../nbs/04_trainer.ipynb #66401860
 @_method(Trainer)
 def fit(self) -> list[dict]:
     "Train for `total_steps` optimizer steps (or until SIGINT/SIGTERM), evaluating, logging and checkpointing on schedule."
@@ -565,41 +565,6 @@ def shutdown_distributed():
         dist.barrier()
         gc.collect()
         dist.destroy_process_group()
-
-# %% ../nbs/04_trainer.ipynb #2ce438ca
-def bench_engine(size: str = "default", steps: int = 8, rounds: int = 3, dtype: str = "auto") -> list[dict]:
-    "Tokens/s of `Trainer` steps (data included) vs the bare step of `minillm.bench`, and the data-wait share."
-    import statistics
-    from minillm.train.stage import demo_data
-    from minillm.bench import SIZES, train_step_fn
-    from minillm.data import build_cache, PackedDataset
-    from minillm.tokenizer import load_tokenizer
-    spec = SIZES[size]; B, T = spec["batch"], spec["seq"]
-    tok = load_tokenizer()
-    src = demo_data("pretrain_hq.jsonl")
-    with tempfile.TemporaryDirectory() as d:
-        big = Path(d) / "pretrain_x20.jsonl"
-        text = Path(src).read_text(encoding="utf-8")
-        big.write_text(text * 20, encoding="utf-8")
-        ds = PackedDataset(build_cache(big, tok, "pretrain", cache_dir=Path(d) / "cache", verbose=False), T)
-        cfg = MiniLLMConfig(**{**spec["cfg"], "vocab_size": len(tok)})
-        torch.manual_seed(0)
-        m_engine, m_plain = MiniLLMForCausalLM(cfg), MiniLLMForCausalLM(cfg)
-        dt = resolve_dtype(dtype, "cpu"); dtype = "bf16" if dt == torch.bfloat16 else "fp32"
-        plain = train_step_fn(m_plain, ds[0]["input_ids"][None].repeat(B, 1), dtype)
-        eng_t, plain_t, shares = [], [], []
-        for r in range(rounds + 1):
-            args = TrainArgs(out_dir=str(Path(d) / "out"), save_name="bench", batch_size=B, max_steps=steps, dtype=dtype_name(dt),
-                             device="cpu", log_interval=10 ** 9, progress=False, seed=r)
-            tr = Trainer(m_engine, args, ds)
-            tr.save = lambda: None                                   # measure the loop, not checkpoint writing
-            tr.fit()
-            t0 = time.perf_counter()
-            for _ in range(steps): plain()
-            if r: eng_t.append(tr.loop_time); plain_t.append(time.perf_counter() - t0); shares.append(tr.data_time / tr.loop_time)
-    e, p = B * T * steps / statistics.median(eng_t), B * T * steps / statistics.median(plain_t)
-    return [dict(metric=f"engine step {dtype}, data included (tokens/s)", ours=e, transformers=p, ratio=e / p,
-                 note=f"vs the bare step of the same model; waiting for data: {statistics.median(shares):.1%} of the loop")]
 
 # %% ../nbs/04_trainer.ipynb #shim0001
 _MOVED = {**{n: "minillm.train.stage" for n in ("demo_data", "DEMO_MODEL_ARGS", "DEMO_PRETRAIN_ARGS", "DEMO_SFT_ARGS", "checkpoint_name")},
