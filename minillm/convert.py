@@ -112,7 +112,7 @@ def _stack_experts(sd: dict, n_layers: int) -> dict:
 
 def read_hf_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     "All tensors of a transformers folder: `model.safetensors`, sharded safetensors, or `pytorch_model.bin` (weights only)."
-    from safetensors.torch import load_file
+    from minillm.model import read_safetensors
     d = Path(folder)
     index = next((d / n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json") if (d / n).is_file()), None)
     if index is not None: files = [d / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
@@ -120,7 +120,7 @@ def read_hf_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     if not files: raise FileNotFoundError(f"no weights in {d} (expected model.safetensors or pytorch_model.bin)")
     sd = {}
     for f in files:
-        sd.update(load_file(str(f)) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu", weights_only=True))
+        sd.update(read_safetensors(f) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu", weights_only=True))
     return sd
 
 # %% ../nbs/13_convert.ipynb #327ea0e3

@@ -109,12 +109,12 @@ def save_lora(model, out_dir: str | Path):
 
 def load_lora(model, adapter_dir: str | Path) -> list[str]:
     "Apply the PEFT LoRA adapter in `adapter_dir` to `model` (our names; shared layers read from their first use)."
-    from safetensors.torch import load_file
+    from minillm.model import read_safetensors
     d = Path(adapter_dir)
     if not (d / "adapter_config.json").is_file(): raise FileNotFoundError(f"no LoRA adapter at {d} (adapter_config.json missing)")
     c = json.loads((d / "adapter_config.json").read_text())
     wrapped = apply_lora(model, c["r"], c["lora_alpha"], c.get("lora_dropout", 0.0), c["target_modules"], c.get("use_rslora", False))
-    tensors, layer_map = load_file(str(d / "adapter_model.safetensors")), model.config.layer_map
+    tensors, layer_map = read_safetensors(d / "adapter_model.safetensors"), model.config.layer_map
     for name in wrapped:
         m = model.get_submodule(name)
         n = name

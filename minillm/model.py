@@ -20,7 +20,8 @@ from .config import MiniLLMConfig
 __all__ = ['DTYPES', 'VOCAB_KEYS', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'KVCache', 'Attention', 'MLP', 'Router',
            'Experts', 'MoE', 'DecoderLayer', 'linear_cross_entropy', 'CausalLMOutput', 'MiniLLMModel',
            'MiniLLMForCausalLM', 'param_table', 'hf_config', 'hf_state_dict', 'process_logits', 'stream_generate',
-           'generate', 'torch_dtype', 'resolve_device', 'load_weights', 'save_pretrained', 'from_pretrained']
+           'generate', 'torch_dtype', 'resolve_device', 'load_weights', 'save_pretrained', 'CorruptCheckpointError',
+           'read_safetensors', 'from_pretrained']
 
 # %% ../nbs/02b_model.ipynb #200fc2a9
 class RMSNorm(nn.Module):
@@ -560,10 +561,22 @@ def save_pretrained(model: MiniLLMForCausalLM, out_dir: str | Path):
     _atomic_write(out / "config.json", lambda p: model.config.to_json_file(p))
     return out
 
+class CorruptCheckpointError(ValueError):
+    "A weights file that is truncated or not a safetensors file."
+
+def read_safetensors(file: str | Path) -> dict[str, torch.Tensor]:
+    "The tensors of a safetensors file; a truncated or corrupt file is one `CorruptCheckpointError` naming it."
+    from safetensors.torch import load_file
+    file = Path(file)
+    if not file.is_file(): raise FileNotFoundError(f"weights file not found: {file}")
+    try: return load_file(str(file))
+    except Exception as e:                       # SafetensorError, OSError, ValueError: the file is not usable
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CorruptCheckpointError(f"{file}: incomplete or corrupt safetensors file ({first}); save or download it again") from None
+
 def from_pretrained(path: str | Path, vocab_size: int | None = None, **config_overrides) -> MiniLLMForCausalLM:
     """Load a checkpoint folder. `vocab_size` (e.g. `len(tokenizer)`) resizes the vocabulary, reporting what it did;
     `config_overrides` change non-shape fields (dropout, gradient_checkpointing, flash_attn, ...)."""
-    from safetensors.torch import load_file
     path = Path(path)
     if not (path / "config.json").is_file(): raise FileNotFoundError(f"no MiniLLM checkpoint at {path} (config.json missing)")
     cfg = MiniLLMConfig.from_pretrained(str(path))
@@ -574,7 +587,7 @@ def from_pretrained(path: str | Path, vocab_size: int | None = None, **config_ov
     if vocab_size is not None: cfg.vocab_size = vocab_size
     cfg.validate_fields()
     model = MiniLLMForCausalLM(cfg)
-    report = load_weights(model, load_file(str(path / "model.safetensors")))
+    report = load_weights(model, read_safetensors(path / "model.safetensors"))
     if report: warnings.warn(f"vocabulary {old_vocab} -> {cfg.vocab_size} while loading {path}: " + "; ".join(report))
     return model
 

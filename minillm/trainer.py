@@ -367,8 +367,7 @@ def try_resume(self) -> bool:
     if folder is None or not (folder / "resume.pt").is_file():
         if self.dist.main: print(f"[train] --resume: no checkpoint in {Path(self.args.out_dir) / self.args.save_name}; starting fresh")
         return False
-    from safetensors.torch import load_file
-    from minillm.model import load_weights
+    from minillm.model import load_weights, read_safetensors
     st = load_resume_state(folder)
     if st.get("trainable") is not None:      # a stage with its own artefact: restore the trained parameters
         params = dict(self.model.named_parameters())
@@ -376,10 +375,10 @@ def try_resume(self) -> bool:
         if missing: raise ValueError(f"checkpoint {folder} has parameters this model lacks: {missing[:5]}")
         with torch.no_grad():
             for n, v in st["trainable"].items(): params[n].copy_(v)
-    elif not self.fsdp: load_weights(self.model, {k: v.to(self.device) for k, v in load_file(str(folder / "model.safetensors")).items()})
+    elif not self.fsdp: load_weights(self.model, {k: v.to(self.device) for k, v in read_safetensors(folder / "model.safetensors").items()})
     if st.get("world", 1) != self.dist.world:
         raise ValueError(f"checkpoint was written by {st.get('world')} processes, this run has {self.dist.world}: the data position would not match")
-    if self.fsdp: fsdp_load_full_state(self.model, self.optimizer, load_file(str(folder / "model.safetensors")), st["optimizer"])
+    if self.fsdp: fsdp_load_full_state(self.model, self.optimizer, read_safetensors(folder / "model.safetensors"), st["optimizer"])
     else: self.optimizer.load_state_dict(st["optimizer"])
     self.scheduler.load_state_dict(st["scheduler"])
     self.scaler.load_state_dict(st["scaler"])

@@ -90,3 +90,20 @@ def test_stage_names_only_in_the_registry():
             code = line.split("#")[0]
             if STAGE_NAMES.search(code) and '"""' not in line and "stage_parser(" not in code: hits.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+def test_corrupt_checkpoint_is_one_line(tmp_path):
+    "A truncated model.safetensors given to --init_from, eval, serve or convert: one line naming the file, no traceback."
+    out = tmp_path / "o"
+    r = stage(tmp_path, "pretrain", *SHAPE, *FAST, "--max_steps", "1", "--out_dir", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    f = out / "pretrain_32" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    says = f"{f}: incomplete or corrupt safetensors file"
+    runs = {"--init_from": [sys.executable, "-m", "minillm.train.sft", *FAST, "--max_steps", "1", "--out_dir", str(out), "--init_from", str(out / "pretrain_32")],
+            "eval": [sys.executable, "-m", "minillm.eval", "--ckpt", str(out / "pretrain_32"), "--model_mode", "0", "--device", "cpu"],
+            "serve": [sys.executable, "-m", "minillm.serve", "--ckpt", str(out / "pretrain_32"), "--device", "cpu", "--port", "0"],
+            "convert": [sys.executable, "-m", "minillm.convert", "--mode", "torch2hf", "--torch_path", str(out / "pretrain_32"),
+                        "--transformers_path", str(tmp_path / "hf")]}
+    for what, cmd in runs.items():
+        r = subprocess.run(cmd, cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, (what, r.returncode, r.stderr[-1500:])

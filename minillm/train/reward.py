@@ -110,11 +110,11 @@ def is_reward_model(folder) -> bool:
 
 def load_reward_model(folder, device: str | None = None) -> RewardModel:
     "A saved reward model, in eval mode without gradients."
-    from safetensors.torch import load_file
+    from minillm.model import read_safetensors
     folder = Path(folder)
     if not is_reward_model(folder): raise FileNotFoundError(f"no reward model at {folder} (reward_model.json of kind {REWARD_KIND!r} missing)")
     rm = RewardModel(MiniLLMForCausalLM.from_pretrained(folder, dropout=0.0))
-    rm.score.load_state_dict(load_file(str(folder / "reward_head.safetensors")))
+    rm.score.load_state_dict(read_safetensors(folder / "reward_head.safetensors"))
     return rm.to(device or "cpu").eval().requires_grad_(False)
 
 class ModelReward:
