@@ -248,7 +248,7 @@ def bench_engine(size: str = "default", steps: int = 8, rounds: int = 3, dtype: 
     "Tokens/s of `Trainer` steps (data included) vs the bare step of `minillm.bench`, and the data-wait share."
     import statistics
     from pathlib import Path
-    from minillm.train.stage import demo_data
+    from minillm.registry import demo_data
     from minillm.trainer import Trainer, TrainArgs
     from minillm.data import build_cache, PackedDataset
     from minillm.tokenizer import load_tokenizer

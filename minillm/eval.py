@@ -8,23 +8,26 @@ import argparse, json, re, sys, warnings
 from pathlib import Path
 from typing import Iterator
 import torch
-from .model import MiniLLMForCausalLM, resolve_device, torch_dtype
-from .tokenizer import load_tokenizer, split_think, IM_END, THINK_TAGS, TokenizerNotFoundError
+from .model import MiniLLMForCausalLM, resolve_device
+from .perf import resolve_dtype
+from .registry import STAGES, checkpoint_name, stage_for_mode
+from .data import end_of_turn_ids
+from .tokenizer import load_tokenizer, tokenizer_for_checkpoint, split_think, IM_END, THINK_TAGS, TokenizerNotFoundError
 
 # %% auto #0
 __all__ = ['MODEL_MODES', 'TRANSFORMERS_TYPES', 'PRETRAIN_PROMPTS', 'CHAT_PROMPTS', 'USER', 'BOT', 'find_checkpoint',
            'load_chat_model', 'chat_prompt_ids', 'text_prompt_ids', 'stop_token_ids', 'TextStream', 'stream_reply',
-           'generate_reply', 'trim_history', 'visible_text', 'VisibleStream', 'parser', 'check_model_args', 'main']
+           'generate_reply', 'trim_history', 'visible_text', 'VisibleStream', 'parser', 'check_model_args', 'main',
+           'run_benchmarks']
 
 # %% ../nbs/11_eval.ipynb #28070e8d
-MODEL_MODES = {0: "pretrain", 1: "full_sft", 2: "rlhf"}
+MODEL_MODES = {s.model_mode: s.prefix for s in STAGES.values() if s.model_mode is not None}   # from the registry (chapter 4c)
 TRANSFORMERS_TYPES = ("llama", "qwen2", "qwen3")
 
 def find_checkpoint(out_dir: str | Path = "./out", model_mode: int = 1, dim: int | None = None, use_moe: bool = False) -> Path:
     """The checkpoint folder `<out_dir>/<stage>_<dim>[_moe]` of `model_mode` (0 pretrain, 1 full_sft, 2 rlhf).
     `dim=None`: the only such folder in `out_dir`."""
-    if model_mode not in MODEL_MODES: raise ValueError(f"--model_mode={model_mode}: expected 0 (pretrain), 1 (full_sft) or 2 (rlhf)")
-    stage, out, moe = MODEL_MODES[model_mode], Path(out_dir).expanduser(), "_moe" if use_moe else ""
+    stage, out, moe = stage_for_mode(model_mode).prefix, Path(out_dir).expanduser(), "_moe" if use_moe else ""
     pat = re.compile(rf"{stage}_(\d+){moe}$")
     found = sorted(p.name for p in out.glob(f"{stage}_*") if pat.match(p.name) and (p / "config.json").is_file()) if out.is_dir() else []
     if dim is None and len(found) == 1: return out / found[0]
@@ -37,17 +40,8 @@ def find_checkpoint(out_dir: str | Path = "./out", model_mode: int = 1, dim: int
         f"Pass --ckpt PATH, or --dim/--out_dir to pick another, or train the stage first.")
 
 # %% ../nbs/11_eval.ipynb #3655e5da
-def _dtype(dtype, device: str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype): return dtype
-    if dtype is None:          # bf16 where it is native (CUDA), fp32 elsewhere (fp16 on CPU is ~80x slower)
-        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-    return torch_dtype(dtype)
-
-def _has_tokenizer(folder: Path) -> bool:
-    return any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
-
 def load_chat_model(ckpt=None, *, out_dir="./out", model_mode=1, dim=512, use_moe=False, lora_name=None, lora_path=None,
-                    tokenizer_dir=None, device="auto", dtype=None, trust_remote_code=False):
+                    tokenizer_dir=None, device="auto", dtype="auto", trust_remote_code=False):
     """`(model, tokenizer)` for chatting: the MiniLLM checkpoint folder `ckpt` (else `find_checkpoint(out_dir,
     model_mode, dim, use_moe)`), with an optional LoRA adapter (`lora_<lora_name>_<dim>` in `out_dir`, or
     `lora_path`), or a transformers llama/qwen2/qwen3 folder. Model in eval mode, vocabulary = `len(tokenizer)`."""
@@ -62,18 +56,17 @@ def load_chat_model(ckpt=None, *, out_dir="./out", model_mode=1, dim=512, use_mo
     dev = resolve_device(device)
     if model_type in TRANSFORMERS_TYPES:
         from minillm.convert import from_transformers          # chapter 13; imported only when needed
-        tok = load_tokenizer(tokenizer_dir if tokenizer_dir is not None else path, trust_remote_code=trust_remote_code)
+        tok = tokenizer_for_checkpoint(path, tokenizer_dir, trust_remote_code)
         model = from_transformers(path)
         if model.config.vocab_size != len(tok):
             raise ValueError(f"{path}: the model's vocabulary ({model.config.vocab_size}) differs from its tokenizer's ({len(tok)})")
     elif model_type not in (None, "minillm"):
         raise ValueError(f"{path}/config.json: model_type {model_type!r} is neither a MiniLLM checkpoint nor one of {TRANSFORMERS_TYPES}")
     else:
-        tdir = tokenizer_dir if tokenizer_dir is not None else (path if _has_tokenizer(path) else None)
-        tok = load_tokenizer(tdir, trust_remote_code=trust_remote_code)
+        tok = tokenizer_for_checkpoint(path, tokenizer_dir, trust_remote_code)
         model = MiniLLMForCausalLM.from_pretrained(path, vocab_size=len(tok))
     if lora_name is not None or lora_path is not None:
-        adapter = Path(lora_path).expanduser() if lora_path is not None else Path(out_dir).expanduser() / f"lora_{lora_name}_{model.config.dim}"
+        adapter = Path(lora_path).expanduser() if lora_path is not None else Path(out_dir).expanduser() / checkpoint_name("lora", model.config.dim, lora_name=lora_name)
         if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"no LoRA adapter at {adapter} (adapter_config.json missing; chosen by "
                                     + (f"--lora_path" if lora_path is not None else f"--lora_name {lora_name}, --out_dir {out_dir}, the model's dim {model.config.dim}") + ")")
@@ -84,7 +77,7 @@ def load_chat_model(ckpt=None, *, out_dir="./out", model_mode=1, dim=512, use_mo
             if diff: raise ValueError(f"LoRA adapter {adapter} was trained on another base model: {', '.join(f'{k} {b[k]} vs {getattr(model.config, k)}' for k in diff)}")
         load_lora(model, adapter)
         merge_lora(model)
-    model = model.to(device=dev, dtype=_dtype(dtype, dev)).eval()
+    model = model.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval()
     for p in model.parameters(): p.requires_grad_(False)
     return model, tok
 
@@ -99,9 +92,9 @@ def text_prompt_ids(tok, text: str) -> list[int]:
     return ([tok.bos_token_id] if tok.bos_token_id is not None else []) + tok(text, add_special_tokens=False)["input_ids"]
 
 def stop_token_ids(tok) -> list[int]:
-    "The ids that end an answer: `<|im_end|>` (if the tokenizer has it) and eos."
-    ids = [tok.get_vocab().get(IM_END), tok.eos_token_id]
-    return list(dict.fromkeys(i for i in ids if i is not None))
+    "The ids that end an answer: the chat template's end of turn (`end_of_turn_ids`, chapter 3) and eos."
+    if not tok.chat_template: return [tok.eos_token_id] if tok.eos_token_id is not None else []
+    return end_of_turn_ids(tok)
 
 # %% ../nbs/11_eval.ipynb #a6b835d0
 class TextStream:
@@ -217,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer_dir", default=None, help="default: the checkpoint's own, else the shipped tokenizer")
     p.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default=None, help="bfloat16|float16|float32 (default: bf16 on CUDA, else fp32)")
+    p.add_argument("--dtype", default="auto", help="auto|bfloat16|float16|float32 (auto: bf16 where it is native, else fp32)")
     p.add_argument("--temperature", type=float, default=0.85, help="0 = greedy")
     p.add_argument("--top_p", type=float, default=0.85)
     p.add_argument("--top_k", type=int, default=0)
@@ -230,6 +223,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--show_think", action=argparse.BooleanOptionalAction, default=False, help="show a reasoning model's think block")
     p.add_argument("--prompts", default="auto", help="auto (the fixed list), interactive, or a file with one prompt per line")
     p.add_argument("--interactive", action="store_true", help="same as --prompts interactive")
+    b = p.add_argument_group("benchmarks (chapter 11b)")
+    b.add_argument("--task", action="append", default=None, metavar="NAME[=PATH[,FEWSHOT]]",
+                   help="score instead of chatting: demo (every demo-world set), demo_arc, ..., bpb=TEXTS.jsonl, "
+                        "ceval=DIR, cmmlu=DIR, mmlu=DIR, arc=FILE, hellaswag=FILE, gsm8k=FILE; repeatable")
+    b.add_argument("--num_fewshot", type=int, default=0)
+    b.add_argument("--batch_size", type=int, default=16)
+    b.add_argument("--limit", type=int, default=None, help="score only the first N items of each task")
+    b.add_argument("--max_gen_toks", type=int, default=256, help="generative tasks (GSM8K): most tokens per answer")
+    b.add_argument("--apply_chat_template", action=argparse.BooleanOptionalAction, default=False,
+                   help="generative tasks: ask through the chat template (SFT / reasoning models)")
+    b.add_argument("--json", default=None, help="also write the scores, with per-item results, to this JSON file")
+    b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    b.add_argument("--ddp", action="store_true", help="under torchrun: shard the items over the processes, gather the results")
     return p
 
 def check_model_args(cfg, dim: int | None = None, n_layers: int | None = None, where: str = "the checkpoint"):
@@ -258,6 +264,7 @@ def _prompts(a) -> Iterator[str]:
 
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
+    if a.task: return run_benchmarks(a)
     try:
         ckpt = a.ckpt if a.ckpt is not None else find_checkpoint(a.out_dir, a.model_mode, a.dim, a.use_moe)
         model, tok = load_chat_model(ckpt, out_dir=a.out_dir, lora_name=a.lora_name, lora_path=a.lora_path,
@@ -293,6 +300,48 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         print(); return 130
+
+# %% ../nbs/11_eval.ipynb #dfeb194a
+def _bench_specs(tasks: list[str]) -> list[str]:
+    from minillm.scores import DEMO_BENCH
+    from minillm.registry import demo_data
+    out = []
+    for t in tasks:
+        if t != "demo": out.append(t); continue
+        text = demo_data("eval/pretrain_eval.jsonl")
+        if text is None: raise FileNotFoundError("--task demo: the demo-world files (data/eval/) are in a MiniLLM checkout, not in the wheel")
+        out += list(DEMO_BENCH) + [f"bpb={text}"]
+    return out
+
+def run_benchmarks(a) -> int:
+    "`--task` mode of `main`: score the checkpoint on each task; print a table (rank 0), optionally write JSON."
+    from minillm.scores import load_task, read_texts, run_task, run_bpb, format_scores, BenchmarkFormatError
+    from minillm.perf import init_distributed, shutdown_distributed
+    d = None
+    try:
+        specs = _bench_specs(a.task)
+        tasks = [("bpb", read_texts(s[4:]), s[4:]) if s.startswith("bpb=") else ("task", load_task(s), s) for s in specs]
+        d, device = init_distributed(a.ddp, resolve_device(a.device))
+        ckpt = a.ckpt if a.ckpt is not None else find_checkpoint(a.out_dir, a.model_mode, a.dim, a.use_moe)
+        model, tok = load_chat_model(ckpt, out_dir=a.out_dir, lora_name=a.lora_name, lora_path=a.lora_path, tokenizer_dir=a.tokenizer_dir,
+                                     device=device, dtype=a.dtype, trust_remote_code=a.trust_remote_code)
+        check_model_args(model.config, a.dim, a.n_layers, where=str(ckpt))
+        show, scores = a.progress and d.main, []
+        for kind, t, spec in tasks:
+            if kind == "bpb": scores.append(run_bpb(model, tok, t, name=Path(spec).stem, batch_size=a.batch_size, progress=show, rank=d.rank, world=d.world))
+            else: scores.append(run_task(model, tok, t, a.num_fewshot, a.batch_size, a.limit, a.apply_chat_template, a.max_gen_toks,
+                                         progress=show, rank=d.rank, world=d.world))
+        if d.main:
+            print(f"{ckpt}: {a.num_fewshot}-shot")
+            print(format_scores(scores))
+            if a.json:
+                Path(a.json).expanduser().write_text(json.dumps(dict(ckpt=str(ckpt), scores=scores), ensure_ascii=False, indent=1), encoding="utf-8")
+        return 0
+    except (FileNotFoundError, ValueError, TokenizerNotFoundError) as e:     # BenchmarkFormatError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if d is not None and d.world > 1: shutdown_distributed()
 
 # %% ../nbs/11_eval.ipynb #d5bc4188
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

@@ -4,16 +4,19 @@
 
 # %% ../nbs/02c_perf.ipynb #63b52a78
 from __future__ import annotations
-import json, os, platform, re, subprocess, sys, tempfile, time
+import gc, json, os, platform, re, subprocess, sys, tempfile, time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from .model import resolve_device, torch_dtype
 
 # %% auto #0
 __all__ = ['GPU_PEAKS', 'cpu_name', 'cpu_bf16_native', 'bf16_speedup', 'auto_dtype', 'resolve_dtype', 'dtype_name',
-           'physical_cores', 'configure_threads', 'flops_per_token', 'gpu_peak', 'matmul_peak', 'Peak']
+           'physical_cores', 'configure_threads', 'flops_per_token', 'gpu_peak', 'matmul_peak', 'Peak', 'Dist',
+           'init_distributed', 'shutdown_distributed']
 
 # %% ../nbs/02c_perf.ipynb #b769eb4d
 def _cpuinfo() -> str:
@@ -197,3 +200,30 @@ class Peak:
             self.source = "re-measured: a step beat the previous peak"
             _write_cache(self.key, self.flops)
         return achieved_flops / self.flops
+
+# %% ../nbs/02c_perf.ipynb #d4a84064
+@dataclass
+class Dist:
+    "This process's place in a (possibly single-process) run."
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+    @property
+    def main(self) -> bool: return self.rank == 0
+
+def init_distributed(ddp: bool, device: str) -> tuple[Dist, str]:
+    "Join the torchrun process group when `ddp`; return this process's `Dist` and its device."
+    if not ddp: return Dist(), device
+    if "RANK" not in os.environ: raise ValueError("--ddp needs to be launched by torchrun (RANK/WORLD_SIZE are not set)")
+    d = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(d.local_rank); device = f"cuda:{d.local_rank}"
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return d, device
+
+def shutdown_distributed():
+    "The clean DDP shutdown: barrier, collect, destroy the process group (otherwise a process sometimes aborts at exit)."
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        gc.collect()
+        dist.destroy_process_group()

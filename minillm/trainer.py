@@ -16,15 +16,15 @@ import torch.nn.functional as F
 
 from .config import MiniLLMConfig
 from .model import MiniLLMForCausalLM, resolve_device
-from .perf import Peak, configure_threads, dtype_name, flops_per_token, resolve_dtype
+from .perf import Dist, Peak, configure_threads, dtype_name, flops_per_token, init_distributed, resolve_dtype, \
+    shutdown_distributed
 
 # %% auto #0
-__all__ = ['POSITIVE', 'NON_NEGATIVE', 'training_dtype', 'Dist', 'init_distributed', 'tune_cpu_allocator', 'ResumableSampler',
-           'make_optimizer', 'lr_lambda', 'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint',
-           'checkpoint_info', 'load_resume_state', 'shard_model', 'fsdp_full_state', 'fsdp_load_full_state',
-           'TrainArgs', 'checked', 'add_train_args', 'train_args_from', 'LossOutput', 'Loss', 'lm_loss', 'Trainer',
-           'state', 'save', 'try_resume', 'loader', 'autocast', 'evaluate', 'micro_step', 'optimizer_step', 'RunLog',
-           'fit', 'shutdown_distributed']
+__all__ = ['POSITIVE', 'NON_NEGATIVE', 'training_dtype', 'tune_cpu_allocator', 'ResumableSampler', 'make_optimizer', 'lr_lambda',
+           'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'checkpoint_info', 'load_resume_state',
+           'shard_model', 'fsdp_full_state', 'fsdp_load_full_state', 'TrainArgs', 'checked', 'add_train_args',
+           'train_args_from', 'LossOutput', 'Loss', 'lm_loss', 'Trainer', 'state', 'save', 'try_resume', 'loader',
+           'autocast', 'evaluate', 'micro_step', 'optimizer_step', 'RunLog', 'fit']
 
 # %% ../nbs/04_trainer.ipynb #4f3282a1
 def training_dtype(dtype: str, device: str) -> torch.dtype:
@@ -33,25 +33,6 @@ def training_dtype(dtype: str, device: str) -> torch.dtype:
     if dt == torch.float16 and not device.startswith("cuda"):
         raise ValueError(f"--dtype=float16 needs CUDA (GradScaler); on {device} use float32 or auto (fp16 on CPU is ~80x slower)")
     return dt
-
-@dataclass
-class Dist:
-    "This process's place in a (possibly single-process) run."
-    rank: int = 0
-    local_rank: int = 0
-    world: int = 1
-    @property
-    def main(self) -> bool: return self.rank == 0
-
-def init_distributed(ddp: bool, device: str) -> tuple[Dist, str]:
-    "Join the torchrun process group when `ddp`; return this process's `Dist` and its device."
-    if not ddp: return Dist(), device
-    if "RANK" not in os.environ: raise ValueError("--ddp needs to be launched by torchrun (RANK/WORLD_SIZE are not set)")
-    d = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
-    if device.startswith("cuda"):
-        torch.cuda.set_device(d.local_rank); device = f"cuda:{d.local_rank}"
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return d, device
 
 # %% ../nbs/04_trainer.ipynb #b523ca3a
 def tune_cpu_allocator() -> bool:
@@ -557,20 +538,3 @@ def fit(self) -> list[dict]:
 
 @_method(Trainer)
 def _on_signal(self, signum, frame): self._stop_signal = signum
-
-def shutdown_distributed():
-    "The clean DDP shutdown: barrier, collect, destroy the process group (otherwise a process sometimes aborts at exit)."
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        gc.collect()
-        dist.destroy_process_group()
-
-# %% ../nbs/04_trainer.ipynb #shim0001
-_MOVED = {**{n: "minillm.train.stage" for n in ("demo_data", "DEMO_MODEL_ARGS", "DEMO_PRETRAIN_ARGS", "DEMO_SFT_ARGS", "checkpoint_name")},
-          **{n: "minillm.metrics" for n in ("answer_accuracy", "trace_accuracy", "preference_margins", "heldout_loss",
-                                            "read_records", "chat_generate", "sequence_logps")}}
-def __getattr__(name):       # transitional: names that moved to minillm.train.stage / minillm.metrics
-    if name in _MOVED:
-        import importlib
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(name)

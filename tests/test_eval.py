@@ -98,3 +98,94 @@ def test_transformers_folder(tmp_path, tok):
     ids = torch.tensor([chat_prompt_ids(tk, [{"role": "user", "content": "hi"}])])
     with torch.no_grad(): torch.testing.assert_close(model(ids).logits.float(), hf(ids).logits.float(), atol=1e-4, rtol=1e-4)
     assert "".join(stream_reply(model, tk, ids[0].tolist(), max_new_tokens=8)) == generate_reply(model, tk, ids[0].tolist(), max_new_tokens=8)
+
+
+# ---- benchmark scoring (chapter 11b, `python -m minillm.eval --task ...`)
+from minillm.scores import (Task, score_generate, generate_metrics, read_arc, read_hellaswag, read_ceval, read_cmmlu, read_mmlu,
+                            read_gsm8k, load_task, run_task, bench_dir)
+from minillm.trainer import demo_data
+
+
+class Scripted(torch.nn.Module):
+    "A stand-in generator: answers each prompt (looked up by its tokens) with a fixed text, then the stop token."
+    def __init__(self, tok, answers: dict):
+        super().__init__()
+        self.tok, self.answers, self.w = tok, answers, torch.nn.Parameter(torch.zeros(1))
+        self.config = MiniLLMConfig(dim=64, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=len(tok), max_seq_len=512)
+    @property
+    def device(self): return self.w.device
+    def stream_generate(self, x, attention_mask=None, max_new_tokens=8, stop_token_ids=(), pad_token_id=0, **_):
+        rows = [self.tok.encode(self.answers[tuple(t for t, k in zip(r, m) if k)], add_special_tokens=False) + [stop_token_ids[0]]
+                for r, m in zip(x.tolist(), attention_mask.tolist())]
+        for step in range(max_new_tokens):
+            yield torch.tensor([r[step] if step < len(r) else pad_token_id for r in rows])
+
+
+def test_generate_exact_match(tok):
+    "GSM8K scoring: batched (order restored), cut at the next 'Question:', number extracted strictly and flexibly."
+    task = load_task("demo_gsm8k")
+    items = task.items[:12]
+    texts = {}
+    for i, it in enumerate(items):
+        right = it["answer"] if i % 3 else str(int(it["answer"]) + 1)          # every third one wrong
+        texts[i] = (f"adding...\n#### {right}" if i % 2 else f"the sum is {right}.") + "\n\nQuestion: What is 1 + 1?\nAnswer: 2"
+    ids = {tuple(tok.encode(task.prompt(it, 1))): texts[i] for i, it in enumerate(items)}
+    res = score_generate(Scripted(tok, ids), tok, Task("g", "generate", items, task.shots), num_fewshot=1, batch_size=5, max_new_tokens=200)
+    for i, r in enumerate(res):
+        assert r["output"] == texts[i].split("Question:")[0], r               # stopped where the next problem began
+        assert (r["pred"] == r["answer"]) == bool(i % 3)
+        assert r["pred_strict"] == (r["pred"] if i % 2 else None)
+    m = generate_metrics(res)
+    assert m["exact_match"] == 8 / 12 and m["exact_match_strict"] == 4 / 12   # odd i with i % 3: 1, 5, 7, 11
+
+
+def test_published_variants(tmp_path):
+    "The other published layouts: AI2's nested ARC jsonl, HellaSwag labels as strings, single subject files, MMLU's data/."
+    (tmp_path / "ARC-Easy-Test.jsonl").write_text(json.dumps({"id": "x", "question": {"stem": "Which is a metal?", "choices": [
+        {"text": "iron", "label": "A"}, {"text": "wood", "label": "B"}, {"text": "glass", "label": "C"}]}, "answerKey": "A"}) + "\n")
+    t = read_arc(tmp_path / "ARC-Easy-Test.jsonl")
+    assert t.items == [dict(query="Question: Which is a metal?\nAnswer:", choices=["iron", "wood", "glass"], gold=0, subject="")]
+    assert t.shots == {}                                                     # no ARC-Easy-Train.jsonl beside it
+    (tmp_path / "hs.jsonl").write_text(json.dumps({"activity_label": "Baking", "ctx_a": "She mixes the flour.", "ctx_b": "then she",
+                                                   "endings": ["bakes [title] it.", "sings."], "label": "0"}) + "\n")
+    h = read_hellaswag(tmp_path / "hs.jsonl").items[0]
+    assert h == dict(query="Baking: She mixes the flour. Then she", choices=["bakes. it.", "sings."], gold=0, subject="")
+    c = read_ceval(bench_dir() / "ceval" / "val" / "demo_world_val.csv")     # one subject file: few-shot from ../dev
+    assert len(c.items) == 144 and len(c.shots["demo_world"]) == 5 and c.items[0]["query"].endswith("\n答案：")
+    assert c.descriptions["demo_world"] == "以下是中国关于demo world考试的单项选择题，请选出其中的正确答案。\n\n"
+    m = read_mmlu(bench_dir() / "mmlu")                                       # the folder holding data/
+    assert m.items[0]["query"].startswith("Which country is") and m.items[0]["query"].endswith("\nD. Elsk\nAnswer:")
+    assert len(read_cmmlu(bench_dir() / "cmmlu").items) == 144
+
+
+def test_bad_benchmark_files(tmp_path, tiny):
+    "A malformed benchmark file is one line naming the file (and line), exit code 2, before any model is loaded."
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "law_val.csv").write_text("id,question,A,B,C,D,answer\n0,q,a,b,c,d,E\n")
+    code, _, err = run_cli(["--ckpt", str(tiny / "pretrain_64"), "--task", f"ceval={tmp_path}"])
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'val' / 'law_val.csv'}:2: answer 'E' is not one of A, B, C, D", err
+    (tmp_path / "g.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
+    code, _, err = run_cli(["--ckpt", str(tiny / "pretrain_64"), "--task", f"gsm8k={tmp_path / 'g.jsonl'}"])
+    assert code == 2 and "g.jsonl:1: the answer has no '#### <number>' line" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli(["--ckpt", str(tiny / "pretrain_64"), "--task", f"cmmlu={tmp_path / 'nothing'}"])
+    assert code == 2 and "no test/*.csv files" in err, err
+
+
+def test_torchrun_gloo_matches_one_process(tiny, tmp_path):
+    "torchrun, 2 CPU processes (gloo): items sharded and gathered; the same choices, accuracy and bits per byte as 1 process."
+    args = ["--ckpt", str(tiny / "pretrain_64"), "--task", "demo_arc", "--task", "demo_gsm8k", "--task",
+            f"bpb={demo_data('eval/pretrain_eval.jsonl')}", "--limit", "24", "--max_gen_toks", "8", "--no-progress"]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "minillm.eval", *args, "--json", str(tmp_path / "one.json")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "minillm.eval",
+                          "--ddp", *args, "--json", str(tmp_path / "two.json")], capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("| demo_arc |") == 1                              # only rank 0 prints
+    a, b = (json.loads((tmp_path / f).read_text())["scores"] for f in ("one.json", "two.json"))
+    assert [s["task"] for s in a] == [s["task"] for s in b] == ["demo_arc", "demo_gsm8k", "pretrain_eval"]
+    assert [r["pred"] for r in a[0]["results"]] == [r["pred"] for r in b[0]["results"]] and a[0]["acc"] == b[0]["acc"]
+    for x, y in zip(a[0]["results"], b[0]["results"]): assert x["lls"] == pytest.approx(y["lls"], abs=1e-4)
+    assert [r["output"] for r in a[1]["results"]] == [r["output"] for r in b[1]["results"]]
+    assert a[2]["bytes"] == b[2]["bytes"] and a[2]["tokens"] == b[2]["tokens"] and a[2]["bpb"] == pytest.approx(b[2]["bpb"], rel=1e-6)

@@ -53,3 +53,15 @@ def test_engine_below_its_users():
     assert not below & {"minillm.eval", "minillm.serve", "minillm.bench", "minillm.report", "minillm.widgets", "minillm.convert"}, below
     assert not any(m.startswith("minillm.train.") for m in below), below
     assert "minillm.trainer" not in reach("minillm.model") and "minillm.trainer" not in reach("minillm.perf")
+
+def test_users_never_reach_the_engine():
+    "eval, the server, the widget, the converter and the report use models, tokenizers, metrics and the registry only."
+    g = graph()
+    def reach(n, seen=None):
+        seen = set() if seen is None else seen
+        for m in g[n]:
+            if m not in seen: seen.add(m); reach(m, seen)
+        return seen
+    for user in ("minillm.eval", "minillm.serve", "minillm.widgets", "minillm.convert", "minillm.report", "minillm.scores"):
+        bad = {m for m in reach(user) if m == "minillm.trainer" or m.startswith("minillm.train.")}
+        assert not bad, f"{user} reaches {sorted(bad)}"

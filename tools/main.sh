@@ -11,7 +11,7 @@
 # It ends with the effects table (what each stage changed on held-out data) and where every artefact is.
 source "$(dirname "$0")/env.sh" runtime
 OUT="${OUT:-$MINILLM_ROOT/out}"
-recipe() { python -m minillm.train.stage --recipe "$1"; }   # the demo hyper-parameters live in minillm.train.stage
+recipe() { python -m minillm.registry --recipe "$1"; }   # the demo hyper-parameters live in minillm.registry
 echo "== 1/7 tokenizer =="
 python -m minillm.tokenizer --out_dir "$OUT/tokenizer"
 echo "== 2/7 pretraining (data/pretrain_hq.jsonl) =="
