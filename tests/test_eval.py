@@ -103,7 +103,7 @@ def test_transformers_folder(tmp_path, tok):
 # ---- benchmark scoring (chapter 11b, `python -m minillm.eval --task ...`)
 from minillm.scores import (Task, score_generate, generate_metrics, read_arc, read_hellaswag, read_ceval, read_cmmlu, read_mmlu,
                             read_gsm8k, load_task, run_task, bench_dir)
-from minillm.trainer import demo_data
+from minillm.registry import demo_data
 
 
 class Scripted(torch.nn.Module):

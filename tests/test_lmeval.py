@@ -19,7 +19,7 @@ from minillm.config import MiniLLMConfig
 from minillm.model import MiniLLMForCausalLM
 from minillm.tokenizer import load_tokenizer, smollm2_gguf
 from minillm.scores import lmeval_task_yaml, bench_dir, read_arc, run_task, bits_per_byte, read_texts
-from minillm.trainer import demo_data
+from minillm.registry import demo_data
 
 ARC = bench_dir() / "arc" / "ARC-Demo-Test.jsonl"
 
