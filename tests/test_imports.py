@@ -31,6 +31,13 @@ def graph() -> dict[str, set[str]]:
     names = {module_name(f) for f in files}
     return {module_name(f): {m for m in imports(f) if m in names} for f in files}
 
+def reach(g, n, seen=None) -> set[str]:
+    "Every module `n` imports, directly or through others."
+    seen = set() if seen is None else seen
+    for m in g[n]:
+        if m not in seen: seen.add(m); reach(g, m, seen)
+    return seen
+
 def test_no_import_cycle():
     g, state, stack = graph(), {}, []
     def visit(n):
@@ -44,24 +51,14 @@ def test_no_import_cycle():
 
 def test_engine_below_its_users():
     g = graph()
-    def reach(n, seen=None):
-        seen = set() if seen is None else seen
-        for m in g[n]:
-            if m not in seen: seen.add(m); reach(m, seen)
-        return seen
-    below = reach("minillm.trainer")
+    below = reach(g, "minillm.trainer")
     assert not below & {"minillm.eval", "minillm.serve", "minillm.bench", "minillm.report", "minillm.widgets", "minillm.convert"}, below
     assert not any(m.startswith("minillm.train.") for m in below), below
-    assert "minillm.trainer" not in reach("minillm.model") and "minillm.trainer" not in reach("minillm.perf")
+    assert "minillm.trainer" not in reach(g, "minillm.model") and "minillm.trainer" not in reach(g, "minillm.perf")
 
 def test_users_never_reach_the_engine():
     "eval, the server, the widget, the converter and the report use models, tokenizers, metrics and the registry only."
     g = graph()
-    def reach(n, seen=None):
-        seen = set() if seen is None else seen
-        for m in g[n]:
-            if m not in seen: seen.add(m); reach(m, seen)
-        return seen
     for user in ("minillm.eval", "minillm.serve", "minillm.widgets", "minillm.convert", "minillm.report", "minillm.scores"):
-        bad = {m for m in reach(user) if m == "minillm.trainer" or m.startswith("minillm.train.")}
+        bad = {m for m in reach(g, user) if m == "minillm.trainer" or m.startswith("minillm.train.")}
         assert not bad, f"{user} reaches {sorted(bad)}"
