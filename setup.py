@@ -10,7 +10,8 @@ licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache S
 statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable"]
 lic = licenses[cfg["license"]]
 min_python = cfg["min_python"]
-py_versions = [v for v in "3.10 3.11 3.12 3.13".split() if tuple(map(int, v.split("."))) >= tuple(map(int, min_python.split(".")))]
+py_versions = [v for v in "3.10 3.11 3.12 3.13".split()
+               if tuple(map(int, v.split("."))) >= tuple(map(int, min_python.split(".")))]
 
 requirements = shlex.split(cfg.get("requirements", ""))
 dev_requirements = shlex.split(cfg.get("dev_requirements", ""))

@@ -121,7 +121,8 @@ def write_gguf(model, folder, qtype: str = "f32") -> str:
     return str(to_gguf(model, os.path.join(folder, f"bench-{qtype}.gguf"), load_tokenizer(), qtype, modelfile=False))
 
 class LlamaCppDecoder:
-    "Greedy decoding of `new_tokens` after a `prompt_len` prompt with llama.cpp, at batch 1 or `n_seq` sequences at once."
+    ("Greedy decoding of `new_tokens` after a `prompt_len` prompt with llama.cpp, "
+     "at batch 1 or `n_seq` sequences at once.")
     def __init__(self, path: str, n_ctx: int, n_seq: int = 8, threads: int | None = None):
         import llama_cpp as L
         self.L, self.threads = L, threads or torch.get_num_threads()
@@ -167,7 +168,8 @@ class LlamaCppDecoder:
         last = [i for i, r in enumerate(rows) if r[3]]
         pos = [len(pr) for pr in prompts]
         for step in range(new_tokens):
-            nxt = [int(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(self.vocab,)).argmax()) for i in last]
+            nxt = [int(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(self.vocab,)).argmax())
+                   for i in last]
             if step == new_tokens - 1: break
             fill([(t, pos[s], s, True) for s, t in enumerate(nxt)])
             last = list(range(len(prompts))); pos = [p + 1 for p in pos]
@@ -194,7 +196,8 @@ def _memory_probe(which: str, size: str, dtype: str, device: str) -> float:
     torch.randn(8, 8) @ torch.randn(8, 8)      # load the kernels before the baseline
     if not device.startswith("cuda"): _reset_peak_rss()
     base = _status_mb("VmRSS") if not device.startswith("cuda") else 0.0
-    model = (MiniLLMForCausalLM(cfg) if which == "ours" else LlamaForCausalLM(hf_config(cfg, attn_implementation="sdpa"))).to(device)
+    model = (MiniLLMForCausalLM(cfg) if which == "ours"
+             else LlamaForCausalLM(hf_config(cfg, attn_implementation="sdpa"))).to(device)
     step = train_step_fn(model, ids, dtype, device, fused=True)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(); step(); step()
@@ -224,14 +227,16 @@ def step_profile(size: str = "ci", dtype: str = "fp32", device: str = "cpu", fus
     evs = prof.events()
     spans = {k: [(e.time_range.start, e.time_range.end) for e in evs if e.name.startswith(p)]
              for k, p in (("optimizer", "Optimizer.step"), ("loss", "linear_cross_entropy"))}
-    spans["loss"] += [(e.time_range.start, e.time_range.end) for e in evs if "cross_entropy" in e.name or "log_softmax" in e.name]
+    spans["loss"] += [(e.time_range.start, e.time_range.end) for e in evs
+                      if "cross_entropy" in e.name or "log_softmax" in e.name]
     inside = lambda e, k: any(a <= e.time_range.start and e.time_range.end <= b for a, b in spans[k])
     bins = dict(matmul=0.0, attention=0.0, elementwise=0.0, loss=0.0, optimizer=0.0)
     for e in evs:
         if not e.name.startswith("aten::"): continue
         us = e.self_cpu_time_total
         if e.name in _MATMUL: bins["matmul"] += us
-        elif "scaled_dot_product" in e.name or "flash_attention" in e.name or "efficient_attention" in e.name: bins["attention"] += us
+        elif "scaled_dot_product" in e.name or "flash_attention" in e.name or "efficient_attention" in e.name:
+            bins["attention"] += us
         elif inside(e, "optimizer"): bins["optimizer"] += us
         elif inside(e, "loss"): bins["loss"] += us
         else: bins["elementwise"] += us
@@ -241,7 +246,8 @@ def step_profile(size: str = "ci", dtype: str = "fp32", device: str = "cpu", fus
 
 def format_profile(p: dict[str, float], title: str = "") -> str:
     rows = [f"| {k} | {v * 1e3:.0f} ms | {v / p['total']:.0%} |" for k, v in p.items() if k != "total"]
-    return "\n".join([title, "", "| part of the step | time | share |", "|---|---|---|", *rows, f"| total (wall) | {p['total'] * 1e3:.0f} ms | 100% |"])
+    return "\n".join([title, "", "| part of the step | time | share |", "|---|---|---|", *rows,
+                      f"| total (wall) | {p['total'] * 1e3:.0f} ms | 100% |"])
 
 # %% ../nbs/02d_bench.ipynb #2ce438ca
 def bench_engine(size: str = "default", steps: int = 8, rounds: int = 3, dtype: str = "auto") -> list[dict]:
@@ -267,17 +273,20 @@ def bench_engine(size: str = "default", steps: int = 8, rounds: int = 3, dtype: 
         plain = train_step_fn(m_plain, ds[0]["input_ids"][None].repeat(B, 1), dtype)
         eng_t, plain_t, shares = [], [], []
         for r in range(rounds + 1):
-            args = TrainArgs(out_dir=str(Path(d) / "out"), save_name="bench", batch_size=B, max_steps=steps, dtype=dtype_name(dt),
-                             device="cpu", log_interval=10 ** 9, progress=False, seed=r)
+            args = TrainArgs(out_dir=str(Path(d) / "out"), save_name="bench", batch_size=B, max_steps=steps,
+                             dtype=dtype_name(dt), device="cpu", log_interval=10 ** 9, progress=False, seed=r)
             tr = Trainer(m_engine, args, ds)
             tr.save = lambda **kw: None                              # measure the loop, not checkpoint writing
             tr.fit()
             t0 = time.perf_counter()
             for _ in range(steps): plain()
-            if r: eng_t.append(tr.loop_time); plain_t.append(time.perf_counter() - t0); shares.append(tr.data_time / tr.loop_time)
+            if r:
+                eng_t.append(tr.loop_time); plain_t.append(time.perf_counter() - t0)
+                shares.append(tr.data_time / tr.loop_time)
     e, p = B * T * steps / statistics.median(eng_t), B * T * steps / statistics.median(plain_t)
     return [dict(metric=f"engine step {dtype}, data included (tokens/s)", ours=e, transformers=p, ratio=e / p,
-                 note=f"vs the bare step of the same model; waiting for data: {statistics.median(shares):.1%} of the loop")]
+                 note="vs the bare step of the same model; waiting for data: "
+                      f"{statistics.median(shares):.1%} of the loop")]
 
 # %% ../nbs/02d_bench.ipynb #86f0aac7
 def _row(metric, ours, ref, spread_o, spread_r, note="", llama=None, spread_l=None):
@@ -311,7 +320,8 @@ def train_rows(ours, hf, cfg, B, T, dtype, device, rounds, compile: bool, size: 
     if memory:
         a, b = peak_memory("ours", size, dtype, device), peak_memory("hf", size, dtype, device)
         rows.append(dict(metric=f"peak memory {dtype} (MB)", ours=a, transformers=b, ratio=a / b, spread="",
-                         note="high-water mark of model + 2 steps above a fresh process's baseline" if device == "cpu" else "max_memory_allocated"))
+                         note="high-water mark of model + 2 steps above a fresh process's baseline" if device == "cpu"
+                             else "max_memory_allocated"))
     return rows
 
 def decode_rows(ours, hf, cfg, device, new_tokens, rounds, llamacpp: bool = True) -> list[dict]:
@@ -328,17 +338,19 @@ def decode_rows(ours, hf, cfg, device, new_tokens, rounds, llamacpp: bool = True
             fns = decode_fns(ours, hf, b, new_tokens, vocab=cfg.vocab_size, device=device)
             prompts = torch.randint(10, cfg.vocab_size, (b, 32)).tolist()
             for q, d in lc.items():
-                fns[f"llama.cpp {q}"] = (lambda d=d: d.run(prompts[0], new_tokens)) if b == 1 else (lambda d=d: d.run_batched(prompts, new_tokens))
+                fns[f"llama.cpp {q}"] = ((lambda d=d: d.run(prompts[0], new_tokens)) if b == 1
+                                         else (lambda d=d: d.run_batched(prompts, new_tokens)))
             try: t = interleaved(fns, rounds=max(2, rounds - 1))
             except Exception as e:                     # e.g. an old llama-cpp-python without the batched API
                 fns = {k: f for k, f in fns.items() if not k.startswith("llama.cpp")}
                 t = interleaved(fns, rounds=max(2, rounds - 1)); why = f"llama.cpp batch {b} failed: {e}"
             r = {k: rate(b * new_tokens, v) for k, v in t.items()}
             note = f"greedy, KV cache, {new_tokens} new tokens after 32"
-            if b == 1: note += f"; weight-streaming ceiling {ceiling:.0f} tokens/s (ours at {r['ours'][0] / ceiling:.0%})"
+            if b == 1:
+                note += f"; weight-streaming ceiling {ceiling:.0f} tokens/s (ours at {r['ours'][0] / ceiling:.0%})"
             f32 = r.get("llama.cpp f32")
-            row = _row(f"decode batch {b} fp32 (tokens/s)", r["ours"][0], r["transformers"][0], r["ours"][1:], r["transformers"][1:],
-                       note, *((f32[0], f32[1:]) if f32 else ()))
+            row = _row(f"decode batch {b} fp32 (tokens/s)", r["ours"][0], r["transformers"][0], r["ours"][1:],
+                       r["transformers"][1:], note, *((f32[0], f32[1:]) if f32 else ()))
             if "llama.cpp q8_0" in r: row["note"] += f"; llama.cpp q8_0 {r['llama.cpp q8_0'][0]:.0f} tokens/s"
             if not f32: row["note"] += f"; {why}"
             rows.append(row)
@@ -347,7 +359,8 @@ def decode_rows(ours, hf, cfg, device, new_tokens, rounds, llamacpp: bool = True
     return rows
 
 def run_bench(size: str = "default", device: str = "cpu", rounds: int = 3, new_tokens: int = 64, memory: bool = True,
-              dtypes=None, train: bool = True, decode: bool = True, compile: bool | None = None, llamacpp: bool = True) -> list[dict]:
+              dtypes=None, train: bool = True, decode: bool = True, compile: bool | None = None,
+              llamacpp: bool = True) -> list[dict]:
     spec = SIZES[size]; cfg = MiniLLMConfig(**spec["cfg"])
     if compile is None: compile = str(device).startswith("cuda")
     ours, hf = build_pair(cfg, device)
@@ -360,7 +373,8 @@ def run_bench(size: str = "default", device: str = "cpu", rounds: int = 3, new_t
 
 def format_table(rows, title="") -> str:
     lc = any("llamacpp" in r for r in rows)
-    head = "| metric | MiniLLM | transformers |" + (" llama.cpp |" if lc else "") + " vs transformers |" + (" vs llama.cpp |" if lc else "") + " spread (slowest–fastest round) | note |"
+    head = ("| metric | MiniLLM | transformers |" + (" llama.cpp |" if lc else "") + " vs transformers |"
+            + (" vs llama.cpp |" if lc else "") + " spread (slowest–fastest round) | note |")
     out = [title, "", head, "|" + "---|" * (head.count("|") - 1)]
     f = lambda v: "—" if v != v else (f"{v:.1f}" if abs(v) < 10 else f"{v:.0f}")
     for r in rows:
@@ -377,7 +391,8 @@ def main(argv=None):
     if "--data" in argv:
         from minillm.databench import main as data_main   # chapter 3c: the token-cache build benchmark
         return data_main(argv)
-    p = argparse.ArgumentParser(prog="python -m minillm.bench", description="MiniLLM vs transformers (and llama.cpp), side by side.")
+    p = argparse.ArgumentParser(prog="python -m minillm.bench",
+                                description="MiniLLM vs transformers (and llama.cpp), side by side.")
     p.add_argument("--size", choices=sorted(SIZES), default="default")
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=3)
@@ -388,12 +403,17 @@ def main(argv=None):
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile our model for the training step (default: on for CUDA, off on CPU)")
     p.add_argument("--train", action="store_true", help="only the training step")
-    p.add_argument("--decode", action="store_true", help="only decoding (with llama.cpp when llama-cpp-python is installed)")
-    p.add_argument("--profile", action="store_true", help="instead: where the time of one training step goes (torch.profiler)")
+    p.add_argument("--decode", action="store_true",
+                   help="only decoding (with llama.cpp when llama-cpp-python is installed)")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: where the time of one training step goes (torch.profiler)")
     p.add_argument("--json", help="also write the rows to this file")
-    p.add_argument("--engine", action="store_true", help="instead: the training engine's full step vs the bare step (chapter 4)")
-    p.add_argument("--data", action="store_true", help="instead: build token caches of generated minimind-format files (chapter 3c; --size_mb N)")
-    p.add_argument("--serve", action="store_true", help="instead: the OpenAI server (chapter 12): aggregate tokens/s and TTFT "
+    p.add_argument("--engine", action="store_true",
+                   help="instead: the training engine's full step vs the bare step (chapter 4)")
+    p.add_argument("--data", action="store_true",
+                   help="instead: build token caches of generated minimind-format files (chapter 3c; --size_mb N)")
+    p.add_argument("--serve", action="store_true",
+                   help="instead: the OpenAI server (chapter 12): aggregate tokens/s and TTFT "
                    "with --clients concurrent streaming clients, each request --new_tokens long")
     p.add_argument("--ckpt", help="with --serve: the checkpoint to serve (default: a random model of --size)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8], help="with --serve: concurrency levels")
@@ -405,23 +425,26 @@ def main(argv=None):
     if a.serve:
         from minillm.serve import run_serve_bench, format_serve_table   # chapter 12 measures itself with this command
         rows, title = run_serve_bench(a.ckpt, spec["cfg"], a.clients, a.new_tokens, a.device, rounds=a.rounds,
-                                      dtype={"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(a.dtype), threads=a.threads)
+                                      dtype={"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(a.dtype),
+                                      threads=a.threads)
         print(format_serve_table(rows, title))
         if a.json: json.dump(rows, open(a.json, "w"), indent=1)
         return 0
     if a.engine:
         rows = bench_engine(a.size, dtype=a.dtype)
-        print(format_table(rows, f"MiniLLM engine vs bare step, size {a.size}").replace("| transformers |", "| bare step |"))
+        print(format_table(rows, f"MiniLLM engine vs bare step, size {a.size}")
+              .replace("| transformers |", "| bare step |"))
         return 0
     dtype = bench_dtype(a.dtype, a.device)
     if a.profile:
-        print(format_profile(step_profile(a.size, dtype, a.device), f"one training step of MiniLLM, size {a.size}, {dtype}, {machine(a.device)}"))
+        print(format_profile(step_profile(a.size, dtype, a.device),
+                             f"one training step of MiniLLM, size {a.size}, {dtype}, {machine(a.device)}"))
         return 0
     train, decode = (a.train or not a.decode), (a.decode or not a.train)
     rows = run_bench(a.size, a.device, a.rounds, a.new_tokens, a.memory, (dtype,), train, decode, a.compile)
-    title = (f"MiniLLM vs transformers LlamaForCausalLM (sdpa){' and llama.cpp' if llamacpp_available()[0] else ''}, size {a.size}: "
-             f"{spec['cfg']}, batch {spec['batch']} x seq {spec['seq']}; {machine(a.device)}; torch {torch.__version__}; "
-             f"median of {a.rounds} interleaved rounds")
+    title = (f"MiniLLM vs transformers LlamaForCausalLM (sdpa){' and llama.cpp' if llamacpp_available()[0] else ''}, "
+             f"size {a.size}: {spec['cfg']}, batch {spec['batch']} x seq {spec['seq']}; {machine(a.device)}; "
+             f"torch {torch.__version__}; median of {a.rounds} interleaved rounds")
     print(format_table(rows, title))
     if a.json: json.dump(rows, open(a.json, "w"), indent=1)
     return 0

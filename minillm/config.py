@@ -38,11 +38,13 @@ class MiniLLMConfig(PretrainedConfig):
         self.n_layers = 8 * n_block if n_block else (8 if n_layers is None else n_layers)
         self.multiple_of = multiple_of
         self.hidden_dim = hidden_dim if hidden_dim is not None else (
-            multiple_of * math.ceil(int(8 * dim / 3) / multiple_of) if isinstance(multiple_of, int) and multiple_of > 0 else None)
+            multiple_of * math.ceil(int(8 * dim / 3) / multiple_of) if isinstance(multiple_of, int) and multiple_of > 0
+            else None)
         self.norm_eps, self.max_seq_len, self.rope_theta, self.dropout = norm_eps, max_seq_len, rope_theta, dropout
         self.flash_attn, self.qk_norm = flash_attn, qk_norm
         self.head_dim = head_dim if head_dim is not None else (
-            dim // n_heads if isinstance(dim, int) and isinstance(n_heads, int) and n_heads > 0 and dim % n_heads == 0 else None)
+            dim // n_heads if isinstance(dim, int) and isinstance(n_heads, int) and n_heads > 0 and dim % n_heads == 0
+            else None)
         self.qkv_bias = qkv_bias
         self.use_moe, self.n_routed_experts, self.num_experts_per_tok = use_moe, n_routed_experts, num_experts_per_tok
         self.n_shared_experts, self.aux_loss_alpha, self.seq_aux = n_shared_experts, aux_loss_alpha, seq_aux
@@ -58,18 +60,24 @@ class MiniLLMConfig(PretrainedConfig):
         for f in ("dim", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "multiple_of", "max_seq_len", "n_layers"):
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{f}={v!r} must be a positive integer")
-        need(self.head_dim is not None, f"dim={self.dim} must be divisible by n_heads={self.n_heads} (or give head_dim)")
-        need(isinstance(self.head_dim, int) and self.head_dim > 0, f"head_dim={self.head_dim!r} must be a positive integer")
-        need(self.n_heads % self.n_kv_heads == 0, f"n_heads={self.n_heads} must be divisible by n_kv_heads={self.n_kv_heads}")
-        need(self.head_dim % 2 == 0, f"head_dim = {self.head_dim} (dim/n_heads = {self.dim}/{self.n_heads} unless given) must be even for RoPE")
+        need(self.head_dim is not None,
+             f"dim={self.dim} must be divisible by n_heads={self.n_heads} (or give head_dim)")
+        need(isinstance(self.head_dim, int) and self.head_dim > 0,
+             f"head_dim={self.head_dim!r} must be a positive integer")
+        need(self.n_heads % self.n_kv_heads == 0,
+             f"n_heads={self.n_heads} must be divisible by n_kv_heads={self.n_kv_heads}")
+        need(self.head_dim % 2 == 0,
+             f"head_dim = {self.head_dim} (dim/n_heads = {self.dim}/{self.n_heads} unless given) must be even for RoPE")
         need(self.norm_eps > 0, f"norm_eps={self.norm_eps} must be > 0")
         need(self.rope_theta > 0, f"rope_theta={self.rope_theta} must be > 0")
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
-        need(self.n_block is None or (isinstance(self.n_block, int) and self.n_block > 0), f"n_block={self.n_block!r} must be a positive integer or None")
+        need(self.n_block is None or (isinstance(self.n_block, int) and self.n_block > 0),
+             f"n_block={self.n_block!r} must be a positive integer or None")
         if self.use_moe:
             need(self.n_routed_experts > 0, f"n_routed_experts={self.n_routed_experts} must be > 0")
             need(0 < self.num_experts_per_tok <= self.n_routed_experts,
-                 f"num_experts_per_tok={self.num_experts_per_tok} must be in 1..n_routed_experts={self.n_routed_experts}")
+                 f"num_experts_per_tok={self.num_experts_per_tok} must be in "
+                 f"1..n_routed_experts={self.n_routed_experts}")
             need(self.n_shared_experts >= 0, f"n_shared_experts={self.n_shared_experts} must be >= 0")
             need(self.aux_loss_alpha >= 0, f"aux_loss_alpha={self.aux_loss_alpha} must be >= 0")
 

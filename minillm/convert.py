@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from .config import MiniLLMConfig
-from .model import MiniLLMForCausalLM, hf_config, hf_state_dict, load_weights, save_pretrained, from_pretrained, torch_dtype
+from .model import (MiniLLMForCausalLM, hf_config, hf_state_dict, load_weights, save_pretrained, from_pretrained,
+                           torch_dtype)
 from .lora import lora_layers, load_lora, merge_lora, base_state_dict
 from .tokenizer import load_tokenizer, tokenizer_for_checkpoint, TokenizerNotFoundError
 
@@ -38,16 +39,17 @@ def _architecture(raw: dict, where: str) -> str:
         if a in SUPPORTED_ARCHITECTURES: return a
     if not archs and raw.get("model_type") in by_type: return by_type[raw["model_type"]]
     if raw.get("model_type") == "minillm":
-        raise UnsupportedArchitectureError(f"{where} is a MiniLLM checkpoint, not a transformers model: load it with from_pretrained / load_model")
+        raise UnsupportedArchitectureError(
+            f"{where} is a MiniLLM checkpoint, not a transformers model: load it with from_pretrained / load_model")
     name = ", ".join(archs) or f"model_type={raw.get('model_type')!r}"
     raise UnsupportedArchitectureError(f"{where}: architecture {name} is not supported; supported architectures: "
                                        f"{', '.join(SUPPORTED_ARCHITECTURES)}")
 
 # %% ../nbs/13_convert.ipynb #2ef834bc
 def config_from_hf(hc, where: str = "config", absent: tuple = ()) -> MiniLLMConfig:
-    """The `MiniLLMConfig` equivalent to a transformers Llama / Qwen2 / Qwen3 (/ -MoE) / Mixtral config, or a `ValueError`
-    naming what cannot be represented. `absent` names parts that the weights show to be exactly zero (see `_absent_parts`):
-    a Llama's `o_proj` bias, a Qwen2-MoE's shared expert."""
+    """The `MiniLLMConfig` equivalent to a transformers Llama / Qwen2 / Qwen3 (/ -MoE) / Mixtral config, or a
+    `ValueError` naming what cannot be represented. `absent` names parts that the weights show to be exactly zero
+    (see `_absent_parts`): a Llama's `o_proj` bias, a Qwen2-MoE's shared expert."""
     raw = hc.to_dict() if hasattr(hc, "to_dict") else dict(hc)
     arch = _architecture(raw, where)
     def g(k, default=None):                                            # attribute aliases (num_experts...) resolve
@@ -66,18 +68,23 @@ def config_from_hf(hc, where: str = "config", absent: tuple = ()) -> MiniLLMConf
     if g("mlp_bias"): problems.append("mlp_bias=True")
     if g("use_sliding_window") or (arch == "MixtralForCausalLM" and g("sliding_window")):
         problems.append(f"sliding-window attention (sliding_window={g('sliding_window')})")
-    if any(t != "full_attention" for t in g("layer_types") or []): problems.append(f"layer_types={sorted(set(g('layer_types')))}")
+    if any(t != "full_attention" for t in g("layer_types") or []):
+        problems.append(f"layer_types={sorted(set(g('layer_types')))}")
     moe = arch.endswith("MoeForCausalLM") or arch == "MixtralForCausalLM"
     kw = {}
     if moe:
-        if g("decoder_sparse_step", 1) != 1 or g("mlp_only_layers"): problems.append("dense layers mixed with MoE layers")
-        kw = dict(use_moe=True, n_routed_experts=g("num_experts") or g("num_local_experts"), num_experts_per_tok=g("num_experts_per_tok"),
+        if g("decoder_sparse_step", 1) != 1 or g("mlp_only_layers"):
+            problems.append("dense layers mixed with MoE layers")
+        kw = dict(use_moe=True, n_routed_experts=g("num_experts") or g("num_local_experts"),
+                  num_experts_per_tok=g("num_experts_per_tok"),
                   norm_topk_prob=True if arch == "MixtralForCausalLM" else g("norm_topk_prob", False),
                   aux_loss_alpha=g("router_aux_loss_coef", 0.0))
         if arch == "Qwen2MoeForCausalLM":
             shared, width = g("shared_expert_intermediate_size") or 0, g("moe_intermediate_size")
             if "shared_expert" in absent: shared = 0
-            if shared % width: problems.append(f"shared_expert_intermediate_size={shared} is not a multiple of moe_intermediate_size={width}")
+            if shared % width:
+                problems.append(
+                    f"shared_expert_intermediate_size={shared} is not a multiple of moe_intermediate_size={width}")
             kw["n_shared_experts"] = shared // width
     if problems: raise ValueError(f"{where}: this {arch} uses what MiniLLM does not implement: " + "; ".join(problems))
     n_heads = g("num_attention_heads")
@@ -88,15 +95,18 @@ def config_from_hf(hc, where: str = "config", absent: tuple = ()) -> MiniLLMConf
         head_dim=g("head_dim") or g("hidden_size") // n_heads, norm_eps=g("rms_norm_eps"), rope_theta=float(theta),
         max_seq_len=g("max_position_embeddings"), tie_word_embeddings=bool(g("tie_word_embeddings", False)),
         qk_norm=arch in ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM"),
-        qkv_bias=arch == "Qwen2ForCausalLM" or llama_bias or (arch == "Qwen2MoeForCausalLM" and bool(g("qkv_bias", True))),
+        qkv_bias=arch == "Qwen2ForCausalLM" or llama_bias or (arch == "Qwen2MoeForCausalLM"
+                                                              and bool(g("qkv_bias", True))),
         initializer_range=g("initializer_range", 0.02), **kw)
 
 # %% ../nbs/13_convert.ipynb #c7094367
 def _stack_experts(sd: dict, n_layers: int) -> dict:
-    """Per-expert MoE weights -> stacked: `mlp.experts.{e}.gate_proj.weight` (the on-disk layout of Qwen MoE checkpoints)
-    and `block_sparse_moe.experts.{e}.w1.weight` / `block_sparse_moe.gate.weight` (Mixtral's, w1 gate, w3 up, w2 down)."""
+    """Per-expert MoE weights -> stacked: `mlp.experts.{e}.gate_proj.weight` (the on-disk layout of Qwen MoE
+    checkpoints) and `block_sparse_moe.experts.{e}.w1.weight` / `block_sparse_moe.gate.weight` (Mixtral's, w1 gate,
+    w3 up, w2 down)."""
     import re
-    pat = re.compile(r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.weight")
+    pat = re.compile(
+        r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.weight")
     alias = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
     found = {}
     for k in list(sd):
@@ -111,21 +121,25 @@ def _stack_experts(sd: dict, n_layers: int) -> dict:
     return sd
 
 def read_hf_weights(folder: str | Path) -> dict[str, torch.Tensor]:
-    "All tensors of a transformers folder: `model.safetensors`, sharded safetensors, or `pytorch_model.bin` (weights only)."
+    ("All tensors of a transformers folder: `model.safetensors`, sharded safetensors, "
+     "or `pytorch_model.bin` (weights only).")
     from minillm.model import read_safetensors
     d = Path(folder)
-    index = next((d / n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json") if (d / n).is_file()), None)
+    index = next((d / n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json") if (d / n).is_file()),
+                 None)
     if index is not None: files = [d / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
     else: files = sorted(d.glob("model*.safetensors")) or sorted(d.glob("pytorch_model*.bin"))
     if not files: raise FileNotFoundError(f"no weights in {d} (expected model.safetensors or pytorch_model.bin)")
     sd = {}
     for f in files:
-        sd.update(read_safetensors(f) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu", weights_only=True))
+        sd.update(read_safetensors(f) if f.suffix == ".safetensors"
+                  else torch.load(f, map_location="cpu", weights_only=True))
     return sd
 
 # %% ../nbs/13_convert.ipynb #327ea0e3
 def _fold_shared(cfg: MiniLLMConfig, sd: dict, n_block, repeat_layer) -> tuple[MiniLLMConfig, dict]:
-    "Fold an unrolled block-shared export back into its unique layers, if every copy of a shared layer is still identical."
+    ("Fold an unrolled block-shared export back into its unique layers, "
+     "if every copy of a shared layer is still identical.")
     folded = MiniLLMConfig(**{**cfg.to_dict(), "n_layers": None, "n_block": n_block, "repeat_layer": repeat_layer})
     if folded.n_layers != cfg.n_layers: return cfg, sd
     out, differ = {k: v for k, v in sd.items() if not k.startswith("model.layers.")}, []
@@ -161,7 +175,8 @@ def from_transformers(path_or_model, dtype=None) -> MiniLLMForCausalLM:
     folder or as a loaded model. Layers that MiniLLM exported block-shared are folded back."""
     if isinstance(path_or_model, (str, Path)):
         d = Path(path_or_model)
-        if not (d / "config.json").is_file(): raise FileNotFoundError(f"no transformers model at {d} (config.json missing)")
+        if not (d / "config.json").is_file():
+            raise FileNotFoundError(f"no transformers model at {d} (config.json missing)")
         raw = json.loads((d / "config.json").read_text())
         arch = _architecture(raw, str(d))                              # fail before reading any weights
         from transformers import AutoConfig
@@ -219,8 +234,10 @@ def split_steps(tokenizer) -> tuple:
     return tuple(out)
 
 def _describe_steps(steps) -> str:
-    names = {("split", v): k for k, v in (("GPT-2 rules", _GPT2_SPLIT), ("Llama-3 rules", _LLAMA3_SPLIT), ("Qwen2 rules", _QWEN2_SPLIT))}
-    return " + ".join("digits one by one" if s == "digits" else names.get(s, f"split on {s[1]!r}") if isinstance(s, tuple)
+    names = {("split", v): k for k, v in (("GPT-2 rules", _GPT2_SPLIT), ("Llama-3 rules", _LLAMA3_SPLIT),
+                                          ("Qwen2 rules", _QWEN2_SPLIT))}
+    return " + ".join("digits one by one" if s == "digits" else names.get(s, f"split on {s[1]!r}")
+                      if isinstance(s, tuple)
                       else s for s in steps) or "no pre-tokenizer"
 
 def is_qwen2_tokenizer(tokenizer) -> bool:
@@ -248,10 +265,11 @@ def _with(cfg: MiniLLMConfig, **changes) -> MiniLLMConfig:
 def hf_export_config(cfg: MiniLLMConfig, tokenizer=None):
     """(transformers config, {name: shape} of all-zero tensors to add) for the standard class that computes exactly what
     `cfg` does. Beyond `hf_config`: q/k/v biases go out as a Llama with a zero `o_proj` bias unless the tokenizer is
-    Qwen2's own (AutoTokenizer loads any `qwen2` folder's tokenizer as `Qwen2Tokenizer`, whose split rules replace ours);
-    an MoE without qk_norm and without a shared expert is a Qwen2-MoE whose shared expert is all zeros."""
+    Qwen2's own (AutoTokenizer loads any `qwen2` folder's tokenizer as `Qwen2Tokenizer`, whose split rules replace
+    ours); an MoE without qk_norm and without a shared expert is a Qwen2-MoE whose shared expert is all zeros."""
     L, zeros = range(cfg.n_layers), {}
-    if (not cfg.use_moe and cfg.qkv_bias and not cfg.qk_norm and tokenizer is not None and not is_qwen2_tokenizer(tokenizer)):
+    if (not cfg.use_moe and cfg.qkv_bias and not cfg.qk_norm and tokenizer is not None
+        and not is_qwen2_tokenizer(tokenizer)):
         hc = hf_config(_with(cfg, qkv_bias=False))
         hc.attention_bias = True
         zeros = {f"model.layers.{i}.self_attn.o_proj.bias": (cfg.dim,) for i in L}
@@ -260,8 +278,10 @@ def hf_export_config(cfg: MiniLLMConfig, tokenizer=None):
         hc.shared_expert_intermediate_size = W = ZERO_SHARED_WIDTH
         for i in L:
             p = f"model.layers.{i}.mlp."
-            zeros.update({p + "shared_expert.gate_proj.weight": (W, cfg.dim), p + "shared_expert.up_proj.weight": (W, cfg.dim),
-                          p + "shared_expert.down_proj.weight": (cfg.dim, W), p + "shared_expert_gate.weight": (1, cfg.dim)})
+            zeros.update({p + "shared_expert.gate_proj.weight": (W, cfg.dim),
+                          p + "shared_expert.up_proj.weight": (W, cfg.dim),
+                          p + "shared_expert.down_proj.weight": (cfg.dim, W),
+                          p + "shared_expert_gate.weight": (1, cfg.dim)})
     else: hc = hf_config(cfg)
     return hc, zeros
 
@@ -269,8 +289,9 @@ _HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3"
                "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM", "mixtral": "MixtralForCausalLM"}
 
 def to_transformers(model: MiniLLMForCausalLM, out_dir: str | Path, tokenizer=None, dtype=None):
-    """Write `model` as a folder of a standard transformers class (config, safetensors, tokenizer with its chat template,
-    generation config). Block-shared layers are unrolled; the layer map is recorded so that `from_transformers` folds them."""
+    """Write `model` as a folder of a standard transformers class (config, safetensors, tokenizer with its chat
+    template, generation config). Block-shared layers are unrolled; the layer map is recorded so that
+    `from_transformers` folds them."""
     import transformers
     from transformers import GenerationConfig
     cfg, out = model.config, Path(out_dir)
@@ -281,12 +302,14 @@ def to_transformers(model: MiniLLMForCausalLM, out_dir: str | Path, tokenizer=No
                   "aux_loss_alpha": cfg.aux_loss_alpha, "seq_aux": cfg.seq_aux, "multiple_of": cfg.multiple_of}
     if tokenizer is not None:
         if len(tokenizer) > cfg.vocab_size:
-            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model only {cfg.vocab_size} embedding rows")
+            raise ValueError(
+                f"the tokenizer has {len(tokenizer)} tokens but the model only {cfg.vocab_size} embedding rows")
         for name in ("bos", "eos", "pad"):
             setattr(hc, f"{name}_token_id", getattr(tokenizer, f"{name}_token_id"))
     sd = hf_state_dict(model, base_state_dict(model))
     if lora_layers(model) and not all(m.merged for m in lora_layers(model)):
-        warnings.warn("the model has unmerged LoRA adapters: exporting the base weights only (save the adapter with save_lora)")
+        warnings.warn(
+            "the model has unmerged LoRA adapters: exporting the base weights only (save the adapter with save_lora)")
     sd = {k: v.detach().to("cpu", torch.float32).clone() for k, v in sd.items()}   # shared layers become copies
     sd.update({k: torch.zeros(s) for k, s in zeros.items()})
     hf = getattr(transformers, arch)(hc)
@@ -298,7 +321,8 @@ def to_transformers(model: MiniLLMForCausalLM, out_dir: str | Path, tokenizer=No
         hf = hf.to(_dtype(dtype))
     hf.config.dtype = str(next(hf.parameters()).dtype).replace("torch.", "")
     eos = [i for i in dict.fromkeys([getattr(tokenizer, "eos_token_id", None),
-                                     tokenizer.convert_tokens_to_ids("<|endoftext|>") if tokenizer is not None else None])
+                                     tokenizer.convert_tokens_to_ids("<|endoftext|>") if tokenizer is not None
+                                         else None])
            if isinstance(i, int) and i >= 0 and (tokenizer is None or i != tokenizer.unk_token_id)]
     hf.generation_config = GenerationConfig(bos_token_id=hc.bos_token_id, eos_token_id=eos or None,
                                             pad_token_id=hc.pad_token_id, do_sample=False)
@@ -308,7 +332,8 @@ def to_transformers(model: MiniLLMForCausalLM, out_dir: str | Path, tokenizer=No
 
 # %% ../nbs/13_convert.ipynb #d663d93f
 def to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    "Reorder the output rows of a q/k projection, per head, from rotate-half pairs (i, i+d/2) to interleaved pairs (2i, 2i+1)."
+    ("Reorder the output rows of a q/k projection, per head, from rotate-half pairs (i, i+d/2) "
+     "to interleaved pairs (2i, 2i+1).")
     hd = w.shape[0] // n_heads
     return w.reshape(n_heads, 2, hd // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
@@ -318,15 +343,18 @@ def from_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, hd // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 # %% ../nbs/13_convert.ipynb #7636b4ae
-_ORIGINAL_NAMES = {"attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj", "attention.wv": "self_attn.v_proj",
-                   "attention.wo": "self_attn.o_proj", "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-                   "feed_forward.w1": "mlp.gate_proj", "feed_forward.w3": "mlp.up_proj", "feed_forward.w2": "mlp.down_proj",
-                   "feed_forward.gate": "mlp.gate", "feed_forward.shared_experts.w1": "mlp.shared_expert.gate_proj",
+_ORIGINAL_NAMES = {"attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj",
+                   "attention.wv": "self_attn.v_proj", "attention.wo": "self_attn.o_proj",
+                   "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+                   "feed_forward.w1": "mlp.gate_proj", "feed_forward.w3": "mlp.up_proj",
+                   "feed_forward.w2": "mlp.down_proj", "feed_forward.gate": "mlp.gate",
+                   "feed_forward.shared_experts.w1": "mlp.shared_expert.gate_proj",
                    "feed_forward.shared_experts.w3": "mlp.shared_expert.up_proj",
                    "feed_forward.shared_experts.w2": "mlp.shared_expert.down_proj"}
 
 def infer_config(sd: dict, n_heads: int = 8, **overrides) -> MiniLLMConfig:
-    "A `MiniLLMConfig` for a state dict with our names and unique layers only; what shapes cannot tell (`n_heads`, ...) comes from the arguments."
+    ("A `MiniLLMConfig` for a state dict with our names and unique layers only; what shapes cannot tell (`n_heads`, "
+     "...) comes from the arguments.")
     dim, vocab = sd["model.embed_tokens.weight"].shape[1], sd["model.embed_tokens.weight"].shape[0]
     n_unique = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("model.layers."))
     p = "model.layers.0."
@@ -385,18 +413,22 @@ def convert_original(sd: dict, n_heads: int = 8, num_experts_per_tok: int = 2, *
         elif not k.startswith("layers."): raise ValueError(f"unexpected key in the original state dict: {k}")
     for u, ex in experts.items():
         E = range(len(ex))
-        out[f"model.layers.{u}.mlp.experts.gate_up_proj"] = torch.stack([torch.cat([ex[e]["w1"], ex[e]["w3"]]) for e in E])
+        out[f"model.layers.{u}.mlp.experts.gate_up_proj"] = torch.stack([torch.cat([ex[e]["w1"], ex[e]["w3"]])
+                                                                         for e in E])
         out[f"model.layers.{u}.mlp.experts.down_proj"] = torch.stack([ex[e]["w2"] for e in E])
         if f"model.layers.{u}.mlp.shared_expert.down_proj.weight" in out:
             # the original adds its shared expert ungated; ours is gated by sigmoid(g·x): g = 0 gives exactly 1/2,
             # and doubling the expert's output projection (exact in floating point) makes the product exact
-            out[f"model.layers.{u}.mlp.shared_expert_gate.weight"] = torch.zeros(1, out["model.embed_tokens.weight"].shape[1])
-            out[f"model.layers.{u}.mlp.shared_expert.down_proj.weight"] = 2 * out[f"model.layers.{u}.mlp.shared_expert.down_proj.weight"]
+            out[f"model.layers.{u}.mlp.shared_expert_gate.weight"] = torch.zeros(
+                1, out["model.embed_tokens.weight"].shape[1])
+            out[f"model.layers.{u}.mlp.shared_expert.down_proj.weight"] = (
+                2 * out[f"model.layers.{u}.mlp.shared_expert.down_proj.weight"])
     out = {k: v.float() for k, v in out.items()}
     kw = dict(overrides)
     if experts:
         kw.setdefault("num_experts_per_tok", num_experts_per_tok)
-        if kw["num_experts_per_tok"] == 1: kw.setdefault("norm_topk_prob", False)   # the original normalises only for k > 1
+        # the original normalises only for k > 1
+        if kw["num_experts_per_tok"] == 1: kw.setdefault("norm_topk_prob", False)
     cfg = infer_config(out, n_heads=n_heads, **kw)
     hd, n_kv = cfg.head_dim, cfg.n_kv_heads
     for k in list(out):
@@ -405,7 +437,8 @@ def convert_original(sd: dict, n_heads: int = 8, num_experts_per_tok: int = 2, *
     if layer_map != list(range(len(layer_map))):
         n_block = len(uniq) // 5
         if len(uniq) % 5 or MiniLLMConfig(n_block=n_block).layer_map != layer_map:
-            raise ValueError(f"the original's layer sharing {layer_map} is not MiniLLM's n_block pattern (blocks of [0,1,2,3,1,2,3,4])")
+            raise ValueError(f"the original's layer sharing {layer_map} is not MiniLLM's n_block pattern "
+                             "(blocks of [0,1,2,3,1,2,3,4])")
         cfg = MiniLLMConfig(**{**cfg.to_dict(), "n_layers": None, "n_block": n_block, "repeat_layer": True})
     model = MiniLLMForCausalLM(cfg)
     load_weights(model, out)
@@ -442,9 +475,10 @@ def load_model(path: str | Path, n_heads: int = 8, **overrides) -> MiniLLMForCau
     raise ValueError(f"{p}: neither a MiniLLM nor an original MiniLLM state dict; keys: {sorted(sd)[:6]}...")
 
 # %% ../nbs/13_convert.ipynb #bee3eb74
-def merge_adapter(base, adapter_dir: str | Path, out_dir: str | Path | None = None, tokenizer=None, dtype=None) -> MiniLLMForCausalLM:
-    """The base model (a model or anything `load_model` reads) with the PEFT LoRA adapter in `adapter_dir` merged into its
-    weights, as a plain model; with `out_dir`, also written as a standalone transformers folder."""
+def merge_adapter(base, adapter_dir: str | Path, out_dir: str | Path | None = None, tokenizer=None,
+                  dtype=None) -> MiniLLMForCausalLM:
+    """The base model (a model or anything `load_model` reads) with the PEFT LoRA adapter in `adapter_dir` merged into
+    its weights, as a plain model; with `out_dir`, also written as a standalone transformers folder."""
     import copy
     model = copy.deepcopy(base) if isinstance(base, MiniLLMForCausalLM) else load_model(base)
     load_lora(model, adapter_dir)
@@ -459,23 +493,30 @@ GGUF_TYPES = ("f32", "f16", "q8_0")
 _GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
                "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "mlp.gate": "ffn_gate_inp",
-               "mlp.shared_expert.gate_proj": "ffn_gate_shexp", "mlp.shared_expert.up_proj": "ffn_up_shexp",
-               "mlp.shared_expert.down_proj": "ffn_down_shexp", "mlp.shared_expert_gate": "ffn_gate_inp_shexp"}
+               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+               "mlp.gate": "ffn_gate_inp", "mlp.shared_expert.gate_proj": "ffn_gate_shexp",
+               "mlp.shared_expert.up_proj": "ffn_up_shexp", "mlp.shared_expert.down_proj": "ffn_down_shexp",
+               "mlp.shared_expert_gate": "ffn_gate_inp_shexp"}
 
 def gguf_arch(cfg: MiniLLMConfig) -> str:
     "The llama.cpp architecture that computes exactly what `cfg` does, or a `ValueError` saying why none does."
     full_q = cfg.n_heads * cfg.head_dim == cfg.dim                     # qwen2 / qwen2moe assume it
     if not cfg.use_moe: return "qwen3" if cfg.qk_norm else "qwen2" if cfg.qkv_bias and full_q else "llama"
     if cfg.qk_norm:
-        if cfg.n_shared_experts: raise ValueError("an MoE with qk_norm and a shared expert has no llama.cpp architecture (qwen3moe has no shared expert)")
-        if not cfg.norm_topk_prob: raise ValueError("an MoE with qk_norm and norm_topk_prob=False has no llama.cpp architecture (qwen3moe renormalises the top-k weights)")
+        if cfg.n_shared_experts:
+            raise ValueError(
+                "an MoE with qk_norm and a shared expert has no llama.cpp architecture (qwen3moe has no shared expert)")
+        if not cfg.norm_topk_prob:
+            raise ValueError("an MoE with qk_norm and norm_topk_prob=False has no llama.cpp architecture (qwen3moe "
+                             "renormalises the top-k weights)")
         return "qwen3moe"
     if cfg.norm_topk_prob:
-        if cfg.n_shared_experts: raise ValueError("an MoE with a shared expert and norm_topk_prob=True has no llama.cpp architecture "
-                                                  "(qwen2moe, the one with a shared expert, never renormalises the top-k weights)")
+        if cfg.n_shared_experts:
+            raise ValueError("an MoE with a shared expert and norm_topk_prob=True has no llama.cpp architecture "
+                             "(qwen2moe, the one with a shared expert, never renormalises the top-k weights)")
         return "llama"                                                 # Mixtral's design
-    if not full_q: raise ValueError(f"qwen2moe needs n_heads * head_dim == dim ({cfg.n_heads} * {cfg.head_dim} != {cfg.dim})")
+    if not full_q:
+        raise ValueError(f"qwen2moe needs n_heads * head_dim == dim ({cfg.n_heads} * {cfg.head_dim} != {cfg.dim})")
     return "qwen2moe"
 
 def gguf_tensors(model: MiniLLMForCausalLM) -> dict[str, torch.Tensor]:
@@ -487,8 +528,10 @@ def gguf_tensors(model: MiniLLMForCausalLM) -> dict[str, torch.Tensor]:
         W, D = ZERO_SHARED_WIDTH, cfg.dim
         for i in range(cfg.n_layers):
             p = f"model.layers.{i}.mlp."
-            sd.update({p + "shared_expert.gate_proj.weight": torch.zeros(W, D), p + "shared_expert.up_proj.weight": torch.zeros(W, D),
-                       p + "shared_expert.down_proj.weight": torch.zeros(D, W), p + "shared_expert_gate.weight": torch.zeros(1, D)})
+            sd.update({p + "shared_expert.gate_proj.weight": torch.zeros(W, D),
+                       p + "shared_expert.up_proj.weight": torch.zeros(W, D),
+                       p + "shared_expert.down_proj.weight": torch.zeros(D, W),
+                       p + "shared_expert_gate.weight": torch.zeros(1, D)})
     out = {}
     for k, v in sd.items():
         v = v.detach().float().cpu()
@@ -498,10 +541,12 @@ def gguf_tensors(model: MiniLLMForCausalLM) -> dict[str, torch.Tensor]:
         else:
             i, rest = k[len("model.layers."):].split(".", 1)
             name, suffix = rest.rsplit(".", 1)
-            if name == "mlp.experts":                                  # [E, 2H, D] -> gate, up [E, H, D]; down [E, D, H]
+            # [E, 2H, D] -> gate, up [E, H, D]; down [E, D, H]
+            if name == "mlp.experts":
                 if suffix == "gate_up_proj":
                     gate, up = v.chunk(2, dim=1)
-                    out[f"blk.{i}.ffn_gate_exps.weight"], out[f"blk.{i}.ffn_up_exps.weight"] = gate.contiguous(), up.contiguous()
+                    out[f"blk.{i}.ffn_gate_exps.weight"], out[f"blk.{i}.ffn_up_exps.weight"] = (
+                        gate.contiguous(), up.contiguous())
                 else: out[f"blk.{i}.ffn_down_exps.weight"] = v
                 continue
             if arch == "llama" and name in ("self_attn.q_proj", "self_attn.k_proj"):
@@ -518,21 +563,26 @@ def llamacpp_pre_tokenizer(tokenizer) -> tuple[str | None, list[str]]:
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     steps = split_steps(tokenizer)
     name = next((n for n, s in LLAMACPP_PRE.items() if s == steps), None)
-    problems = [] if name else [f"its pre-tokenizer ({_describe_steps(steps)}) is none of llama.cpp's: text splits differently"]
+    problems = ([] if name
+                else [f"its pre-tokenizer ({_describe_steps(steps)}) is none of llama.cpp's: text splits differently"])
     if spec.get("normalizer"):
-        problems.append(f"it normalises text ({spec['normalizer'].get('type')}) and llama.cpp does not: text it changes tokenizes differently")
+        problems.append(f"it normalises text ({spec['normalizer'].get('type')}) and llama.cpp does not: "
+                        "text it changes tokenizes differently")
     for a in spec.get("added_tokens", []):
         if a.get("lstrip") or a.get("rstrip") or a.get("single_word"):
-            problems.append(f"added token {a['content']!r} strips spaces or matches whole words only, which llama.cpp ignores")
+            problems.append(
+                f"added token {a['content']!r} strips spaces or matches whole words only, which llama.cpp ignores")
     return name, problems
 
 def gguf_special_tokens(tokenizer) -> dict[str, int]:
-    """bos / eos / eot / pad / unk ids for llama.cpp. End-of-turn is `<|im_end|>` when the vocabulary has it; a tokenizer
-    without a BOS gets `<|endoftext|>` (else its eos) as the id llama.cpp reports — never inserted, see `add_bos_token`."""
+    """bos / eos / eot / pad / unk ids for llama.cpp. End-of-turn is `<|im_end|>` when the vocabulary has it; a
+    tokenizer without a BOS gets `<|endoftext|>` (else its eos) as the id llama.cpp reports — never inserted, see
+    `add_bos_token`."""
     v = tokenizer.get_vocab()
-    ids = {"bos": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else v.get("<|endoftext|>", tokenizer.eos_token_id),
-           "eos": tokenizer.eos_token_id, "eot": v.get("<|im_end|>", tokenizer.eos_token_id),
-           "pad": tokenizer.pad_token_id, "unk": tokenizer.unk_token_id}
+    ids = {"bos": tokenizer.bos_token_id if tokenizer.bos_token_id is not None
+               else v.get("<|endoftext|>", tokenizer.eos_token_id), "eos": tokenizer.eos_token_id,
+           "eot": v.get("<|im_end|>", tokenizer.eos_token_id), "pad": tokenizer.pad_token_id,
+           "unk": tokenizer.unk_token_id}
     return {k: i for k, i in ids.items() if i is not None}
 
 def _adds_bos(tokenizer) -> bool:
@@ -544,7 +594,8 @@ def _gguf_tokenizer(w, tokenizer, vocab_size: int, strict: bool = False):
     import gguf
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     if spec["model"]["type"] != "BPE" or not any(p.get("type") == "ByteLevel" for p in
-                                                  [spec.get("pre_tokenizer") or {}] + (spec.get("pre_tokenizer") or {}).get("pretokenizers", [])):
+                                                  [spec.get("pre_tokenizer") or {}] + (spec.get("pre_tokenizer")
+                                                                                       or {}).get("pretokenizers", [])):
         raise ValueError("GGUF export embeds byte-level BPE tokenizers only (this one is "
                          f"{spec['model']['type']}); pass tokenizer=None to write the model without it")
     vocab = tokenizer.get_vocab()
@@ -584,13 +635,15 @@ def to_gguf(model: MiniLLMForCausalLM, path: str | Path, tokenizer=None, qtype: 
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name("MiniLLM"); w.add_context_length(cfg.max_seq_len); w.add_embedding_length(cfg.dim)
     w.add_block_count(cfg.n_layers); w.add_feed_forward_length(cfg.hidden_dim); w.add_head_count(cfg.n_heads)
-    w.add_head_count_kv(cfg.n_kv_heads); w.add_rope_freq_base(float(cfg.rope_theta)); w.add_layer_norm_rms_eps(cfg.norm_eps)
+    w.add_head_count_kv(cfg.n_kv_heads); w.add_rope_freq_base(float(cfg.rope_theta))
+    w.add_layer_norm_rms_eps(cfg.norm_eps)
     w.add_key_length(cfg.head_dim); w.add_value_length(cfg.head_dim); w.add_rope_dimension_count(cfg.head_dim)
     w.add_vocab_size(cfg.vocab_size)
     if cfg.use_moe:
         w.add_expert_count(cfg.n_routed_experts); w.add_expert_used_count(cfg.num_experts_per_tok)
         w.add_expert_feed_forward_length(cfg.hidden_dim)
-        if arch == "qwen2moe": w.add_expert_shared_feed_forward_length(cfg.n_shared_experts * cfg.hidden_dim or ZERO_SHARED_WIDTH)
+        if arch == "qwen2moe":
+            w.add_expert_shared_feed_forward_length(cfg.n_shared_experts * cfg.hidden_dim or ZERO_SHARED_WIDTH)
     w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                      "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[qtype])
     if tokenizer is not None: _gguf_tokenizer(w, tokenizer, cfg.vocab_size, strict)
@@ -623,14 +676,17 @@ def chatml_default_system(tokenizer) -> tuple[bool, str | None]:
     bare = render([{"role": "user", "content": "U"}])
     head = "<|im_start|>system\n"
     system = bare[len(head):bare.index("<|im_end|>")] if bare.startswith(head) and "<|im_end|>" in bare else None
-    convs = [[{"role": "user", "content": "U"}], [{"role": "system", "content": "S"}, {"role": "user", "content": "你好"}],
-             [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]]
+    convs = [[{"role": "user", "content": "U"}],
+             [{"role": "system", "content": "S"}, {"role": "user", "content": "你好"}],
+             [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+              {"role": "user", "content": "c"}]]
     try: same = all(render(c) == _chatml(c, system) for c in convs)
     except Exception: same = False
     return same, system
 
 def write_modelfile(gguf_path: str | Path, tokenizer, num_ctx: int, path: str | Path | None = None) -> Path:
-    "Write an Ollama Modelfile for `gguf_path`: FROM, TEMPLATE and SYSTEM (if the chat template is ChatML), stops, greedy parameters."
+    ("Write an Ollama Modelfile for `gguf_path`: FROM, TEMPLATE and SYSTEM (if the chat template is ChatML), stops, "
+     "greedy parameters.")
     g = Path(gguf_path)
     path = Path(path) if path else g.with_suffix(".Modelfile")
     chatml, system = chatml_default_system(tokenizer)
@@ -638,7 +694,9 @@ def write_modelfile(gguf_path: str | Path, tokenizer, num_ctx: int, path: str | 
     if chatml:
         lines.append(f'TEMPLATE """{OLLAMA_CHATML}"""')
         if system is not None: lines.append(f'SYSTEM """{system}"""')
-    else: warnings.warn(f"{path.name}: the chat template is not ChatML, so no TEMPLATE is written (Ollama falls back on its own guess)")
+    else:
+        warnings.warn(f"{path.name}: the chat template is not ChatML, "
+                      "so no TEMPLATE is written (Ollama falls back on its own guess)")
     v = tokenizer.get_vocab()
     stops = dict.fromkeys(t for t in (tokenizer.eos_token, "<|im_end|>", "<|endoftext|>") if t and t in v)
     lines += [f'PARAMETER stop "{s}"' for s in stops]
@@ -668,26 +726,36 @@ def _tokenizer_for(args, vocab_size: int, *folders, ckpt=None):
 
 def main(argv=None):
     "CLI: convert_model --mode torch2hf|hf2torch|gguf --torch_path --transformers_path --tokenizer_dir [--dtype]."
-    p = argparse.ArgumentParser(prog="convert_model", description="Convert MiniLLM checkpoints to and from transformers, and to GGUF.")
+    p = argparse.ArgumentParser(prog="convert_model",
+                                description="Convert MiniLLM checkpoints to and from transformers, and to GGUF.")
     p.add_argument("--mode", choices=("torch2hf", "hf2torch", "gguf"), required=True)
-    p.add_argument("--torch_path", help="MiniLLM checkpoint folder, or an original MiniLLM .pth state dict (input of torch2hf/gguf, output of hf2torch)")
-    p.add_argument("--transformers_path", help="transformers model folder (output of torch2hf, input of hf2torch and of gguf when no --torch_path)")
+    p.add_argument("--torch_path", help="MiniLLM checkpoint folder, or an original MiniLLM .pth state dict (input of "
+                                        "torch2hf/gguf, output of hf2torch)")
+    p.add_argument("--transformers_path", help="transformers model folder (output of torch2hf, "
+                                               "input of hf2torch and of gguf when no --torch_path)")
     p.add_argument("--gguf_path", help="GGUF file to write (default: <torch_path or transformers_path>-<dtype>.gguf)")
-    p.add_argument("--tokenizer_dir", help="tokenizer folder (default: the one saved in the input folder, else the shipped one)")
-    p.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False, help="for the tokenizer only")
-    p.add_argument("--dtype", default=None, help="torch2hf/hf2torch: float32|float16|bfloat16 (default float32); gguf: f32|f16|q8_0 (default f16)")
+    p.add_argument("--tokenizer_dir",
+                   help="tokenizer folder (default: the one saved in the input folder, else the shipped one)")
+    p.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False,
+                   help="for the tokenizer only")
+    p.add_argument("--dtype", default=None, help="torch2hf/hf2torch: float32|float16|bfloat16 (default float32); gguf: "
+                                                 "f32|f16|q8_0 (default f16)")
     p.add_argument("--lora_path", help="a PEFT LoRA adapter to merge into the model before writing")
-    p.add_argument("--n_heads", type=int, default=8, help="heads of a .pth state dict (shapes cannot tell; the original used 8)")
+    p.add_argument("--n_heads", type=int, default=8,
+                   help="heads of a .pth state dict (shapes cannot tell; the original used 8)")
     p.add_argument("--num_experts_per_tok", type=int, default=2, help="top-k of an original MoE .pth state dict")
     p.add_argument("--max_seq_len", type=int, default=None, help="context length of a .pth state dict")
-    p.add_argument("--strict", action="store_true", help="gguf: refuse a tokenizer that llama.cpp would not reproduce exactly (default: warn)")
+    p.add_argument("--strict", action="store_true",
+                   help="gguf: refuse a tokenizer that llama.cpp would not reproduce exactly (default: warn)")
     a = p.parse_args(argv)
     try:
         if a.mode == "hf2torch":
-            if not a.transformers_path or not a.torch_path: p.error("hf2torch needs --transformers_path and --torch_path")
+            if not a.transformers_path or not a.torch_path:
+                p.error("hf2torch needs --transformers_path and --torch_path")
             model = from_transformers(a.transformers_path)
             if a.lora_path: model = merge_adapter(model, a.lora_path)
-            if a.dtype not in (None, "float32", "fp32"): warnings.warn("MiniLLM checkpoints are stored in float32; --dtype ignored")
+            if a.dtype not in (None, "float32", "fp32"):
+                warnings.warn("MiniLLM checkpoints are stored in float32; --dtype ignored")
             out = Path(a.torch_path)
             if out.suffix == ".pth":                                  # the original's format: a bare state dict
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -702,11 +770,13 @@ def main(argv=None):
         src = a.torch_path or (a.transformers_path if a.mode == "gguf" else None)
         if not src: p.error(f"{a.mode} needs --torch_path" + (" or --transformers_path" if a.mode == "gguf" else ""))
         over = {"max_seq_len": a.max_seq_len} if a.max_seq_len else {}
-        if str(src).endswith((".pth", ".pt")) and a.num_experts_per_tok != 2: over["num_experts_per_tok"] = a.num_experts_per_tok
+        if str(src).endswith((".pth", ".pt")) and a.num_experts_per_tok != 2:
+            over["num_experts_per_tok"] = a.num_experts_per_tok
         model = load_model(src, n_heads=a.n_heads, **over) if str(src).endswith((".pth", ".pt")) else load_model(src)
         if a.lora_path: model = merge_adapter(model, a.lora_path)
         folder = a.torch_path if a.torch_path and Path(a.torch_path).is_dir() else None
-        tok = _tokenizer_for(a, model.config.vocab_size, folder, a.transformers_path if a.mode == "gguf" else None, ckpt=folder)
+        tok = _tokenizer_for(a, model.config.vocab_size, folder, a.transformers_path if a.mode == "gguf" else None,
+                             ckpt=folder)
         if a.mode == "torch2hf":
             if not a.transformers_path: p.error("torch2hf needs --transformers_path")
             to_transformers(model, a.transformers_path, tok, a.dtype)
@@ -716,7 +786,8 @@ def main(argv=None):
             q = {"float32": "f32", "float16": "f16", None: "f16"}.get(a.dtype, a.dtype)
             out = a.gguf_path or f"{str(src).rstrip('/').removesuffix('.pth')}-{q}.gguf"
             to_gguf(model, out, tok, q, strict=a.strict)
-            print(f"{src} -> {out} ({gguf_arch(model.config)}, {q}, {Path(out).stat().st_size / 1e6:.1f} MB); for Ollama: "
+            print(f"{src} -> {out} ({gguf_arch(model.config)}, {q}, {Path(out).stat().st_size / 1e6:.1f} MB); "
+                  "for Ollama: "
                   f"ollama create minillm -f {Path(out).with_suffix('.Modelfile')}")
         return 0
     except (ValueError, FileNotFoundError, TokenizerNotFoundError) as e:

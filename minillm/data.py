@@ -44,8 +44,10 @@ class DataStats:
         return self
 
     def summary(self) -> str:
-        parts = [f"{self.examples} examples from {self.records} records", f"{self.tokens} tokens ({self.trained_tokens} trained)"]
-        for k, what in [("bad_lines", "malformed lines skipped"), ("no_assistant", "conversations without an assistant turn skipped"),
+        parts = [f"{self.examples} examples from {self.records} records",
+                 f"{self.tokens} tokens ({self.trained_tokens} trained)"]
+        for k, what in [("bad_lines", "malformed lines skipped"),
+                        ("no_assistant", "conversations without an assistant turn skipped"),
                         ("empty", "empty records skipped"), ("truncated", "examples truncated to max_len"),
                         ("bad_pairs", "preference pairs with different prompts or an empty response skipped")]:
             if getattr(self, k): parts.append(f"{getattr(self, k)} {what}")
@@ -65,8 +67,9 @@ def _scan(path: Path, skip_bad_lines: bool, stats: DataStats, start: int = 0, en
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 if skip_bad_lines: stats.bad_lines += 1; continue
-                raise DataError(f"{path}:{i}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at byte offset {at + e.start} "
-                                "of the file); re-encode the file as UTF-8 or pass --skip_bad_lines") from None
+                raise DataError(
+                    f"{path}:{i}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at byte offset {at + e.start} "
+                    "of the file); re-encode the file as UTF-8 or pass --skip_bad_lines") from None
             if at == 0 and line.startswith("\ufeff"): line = line[1:]          # a UTF-8 byte-order mark
             try:
                 rec = json.loads(line)
@@ -79,9 +82,11 @@ def _scan(path: Path, skip_bad_lines: bool, stats: DataStats, start: int = 0, en
             yield i, pos, rec
 
 def _no_records(path, stats: DataStats) -> DataError:
-    return DataError(f"{path}: no records (the file is empty{' or every line was malformed' if stats.bad_lines else ''})")
+    return DataError(
+        f"{path}: no records (the file is empty{' or every line was malformed' if stats.bad_lines else ''})")
 
-def read_jsonl(path: str | Path, skip_bad_lines: bool = False, stats: DataStats | None = None) -> Iterator[tuple[int, dict]]:
+def read_jsonl(path: str | Path, skip_bad_lines: bool = False,
+               stats: DataStats | None = None) -> Iterator[tuple[int, dict]]:
     "Stream `(line_number, record)` from a jsonl file; malformed lines raise `DataError` (or are skipped and counted)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"data file not found: {path}")
@@ -100,15 +105,18 @@ def _check_messages(msgs, where: str) -> list[dict]:
     out = []
     for j, m in enumerate(msgs):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise DataError(f"{where}: message {j} must have 'role' and 'content', got {m if not isinstance(m, dict) else sorted(m)}")
-        if m["role"] not in _ROLES: raise DataError(f"{where}: message {j} has role {m['role']!r}, expected one of {sorted(_ROLES)}")
+            raise DataError(f"{where}: message {j} must have 'role' and 'content', "
+                            f"got {m if not isinstance(m, dict) else sorted(m)}")
+        if m["role"] not in _ROLES:
+            raise DataError(f"{where}: message {j} has role {m['role']!r}, expected one of {sorted(_ROLES)}")
         if not isinstance(m["content"], str): raise DataError(f"{where}: message {j} content must be a string")
         out.append({"role": m["role"], "content": m["content"]})
     return out
 
 def record_text(rec: dict, where: str = "record") -> str:
     "The text of a pretraining record."
-    if not isinstance(rec.get("text"), str): raise DataError(f"{where}: expected a 'text' string, got keys {sorted(rec)}")
+    if not isinstance(rec.get("text"), str):
+        raise DataError(f"{where}: expected a 'text' string, got keys {sorted(rec)}")
     return rec["text"]
 
 def record_messages(rec: dict, where: str = "record") -> list[dict]:
@@ -116,18 +124,21 @@ def record_messages(rec: dict, where: str = "record") -> list[dict]:
     for key in ("conversations", "messages"):
         if key in rec: return _check_messages(rec[key], where)
     if "prompt" in rec and "response" in rec:
-        return _check_messages([{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": rec["response"]}], where)
+        return _check_messages([{"role": "user", "content": rec["prompt"]},
+                                {"role": "assistant", "content": rec["response"]}], where)
     raise DataError(f"{where}: expected 'conversations', 'messages' or 'prompt'+'response', got keys {sorted(rec)}")
 
 def record_pair(rec: dict, where: str = "record") -> tuple[list[dict], list[dict]]:
     "The (chosen, rejected) message lists of a preference record."
-    if "chosen" not in rec or "rejected" not in rec: raise DataError(f"{where}: expected 'chosen' and 'rejected', got keys {sorted(rec)}")
+    if "chosen" not in rec or "rejected" not in rec:
+        raise DataError(f"{where}: expected 'chosen' and 'rejected', got keys {sorted(rec)}")
     return _check_messages(rec["chosen"], where), _check_messages(rec["rejected"], where)
 
 def pair_problem(chosen: list[dict], rejected: list[dict]) -> str | None:
     "Why a preference pair cannot be trained (different prompts, no final assistant answer, empty answer), or None."
     if chosen[:-1] != rejected[:-1]: return "chosen and rejected have different prompts"
-    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant": return "the last message must be the assistant's answer"
+    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+        return "the last message must be the assistant's answer"
     if not chosen[-1]["content"].strip() or not rejected[-1]["content"].strip(): return "an empty response"
     return None
 
@@ -135,13 +146,15 @@ def pair_problem(chosen: list[dict], rejected: list[dict]) -> str | None:
 EOD_TOKENS = (EOT, "<|end_of_text|>", "</s>", "<|im_end|>", "<|eot_id|>")   # end-of-document tokens, by preference
 
 def end_of_text_id(tok) -> int:
-    "The id that ends a pretraining document: `<|endoftext|>` if the tokenizer has it, else its eos, else one of `EOD_TOKENS`."
+    ("The id that ends a pretraining document: `<|endoftext|>` if the tokenizer has it, else its eos, "
+     "else one of `EOD_TOKENS`.")
     vocab = tok.get_vocab()
     i = vocab.get(EOT)
     if i is None: i = tok.eos_token_id
     if i is None: i = next((vocab[t] for t in EOD_TOKENS if t in vocab), None)
     if i is None: raise DataError(f"the tokenizer has no end-of-document token (none of {list(EOD_TOKENS)} and no eos) "
-                                  "to end pretraining documents with; load it with minillm.tokenizer.load_tokenizer, which adds one")
+                                  "to end pretraining documents with; load it with minillm.tokenizer.load_tokenizer, "
+                                  "which adds one")
     return i
 
 # %% ../nbs/03_data.ipynb #masker
@@ -171,7 +184,8 @@ class ChatMasker:
             return _render_with_assistant_indices(self.template, msgs, None, None, False, **self.kw)
         except ImportError:
             from transformers.utils.chat_template_utils import render_jinja_template
-            texts, idx = render_jinja_template([msgs], chat_template=self.source, return_assistant_tokens_mask=True, **self.kw)
+            texts, idx = render_jinja_template([msgs], chat_template=self.source, return_assistant_tokens_mask=True,
+                                               **self.kw)
             return texts[0], idx[0]
 
     def _prefix_spans(self, msgs, where):
@@ -183,8 +197,10 @@ class ChatMasker:
             head = self._render(msgs[:k], True)
             if not upto.startswith(head): head = plain
             if not (full.startswith(upto) and upto.startswith(head)):
-                raise DataError(f"{where}: the chat template renders earlier turns differently once later turns follow, so the "
-                                "assistant's part cannot be found by rendering prefixes; add {% generation %} markers to the template")
+                raise DataError(
+                    f"{where}: the chat template renders earlier turns differently once later turns follow, so the "
+                    "assistant's part cannot be found by rendering prefixes; "
+                    "add {% generation %} markers to the template")
             s, e = len(head), len(upto.rstrip())
             if head == plain:                      # no generation prompt: skip a role header the message itself renders
                 j = upto.find(m["content"].strip(), s) if m["content"].strip() else -1
@@ -195,7 +211,8 @@ class ChatMasker:
     def render(self, messages: list[dict], where: str = "conversation") -> tuple[str, list[tuple[int, int]]]:
         "The rendered conversation and the `(start, end)` character spans to train."
         try: text, spans = self._marked_spans(messages) if self.marked else self._prefix_spans(messages, where)
-        except self._errors as e: raise DataError(f"{where}: the chat template cannot render this conversation ({e})") from None
+        except self._errors as e:
+            raise DataError(f"{where}: the chat template cannot render this conversation ({e})") from None
         return text, [(s, e) for s, e in spans if e > s]
 
     @staticmethod
@@ -218,7 +235,8 @@ class ChatMasker:
 def _backend(tok):
     "The Rust tokenizer behind `tok`, without truncation or padding."
     bt = getattr(tok, "backend_tokenizer", None)
-    if bt is None: raise DataError(f"{type(tok).__name__} is not a fast (Rust) tokenizer; token caches need one (use_fast=True)")
+    if bt is None:
+        raise DataError(f"{type(tok).__name__} is not a fast (Rust) tokenizer; token caches need one (use_fast=True)")
     if bt.truncation is not None or bt.padding is not None:
         from tokenizers import Tokenizer
         bt = Tokenizer.from_str(bt.to_str()); bt.no_truncation(); bt.no_padding()
@@ -235,7 +253,8 @@ def end_of_turn_ids(tok) -> list[int]:
     """The ids that end an assistant turn in `tok`'s chat template (the template's own terminator first, e.g.
     `<|im_end|>`, `<|eot_id|>`, `</s>`), then eos: what generation should stop on."""
     probe = "Fine, thanks."
-    text, spans = ChatMasker(tok).render([{"role": "user", "content": "Hi, how are you?"}, {"role": "assistant", "content": probe}])
+    text, spans = ChatMasker(tok).render([{"role": "user", "content": "Hi, how are you?"},
+                                          {"role": "assistant", "content": probe}])
     s, e = spans[-1]
     tail = text[s:e][text[s:e].rfind(probe) + len(probe):]
     special = set(tok.all_special_ids) | set(getattr(tok, "added_tokens_decoder", {}))
@@ -277,7 +296,8 @@ class TokenCache:
 class _BatchEncoder:
     "Records → token id lists and masks (None: all trained), counting into `stats` what is dropped or cut."
     def __init__(self, tok, kind: str, max_len: int | None, path, strict_pairs: bool, stats: DataStats):
-        self.bt, self.kind, self.max_len, self.path, self.strict, self.stats = _backend(tok), kind, max_len, path, strict_pairs, stats
+        self.bt, self.kind, self.max_len, self.path, self.strict, self.stats = (
+            _backend(tok), kind, max_len, path, strict_pairs, stats)
         self.masker = ChatMasker(tok) if kind != "pretrain" else None
         self.eot = end_of_text_id(tok) if kind == "pretrain" else None
 
@@ -376,7 +396,9 @@ def _part_worker(k, queue, counters, tok, kind, path, part, files, kw):
 def _run_parts(tok, kind, path, parts, files, kw, bar) -> DataStats:
     t0 = time.perf_counter()
     def show(done, records):
-        bar.n = done; bar.set_postfix_str(f"{records / max(time.perf_counter() - t0, 1e-9):,.0f} records/s", refresh=False); bar.refresh()
+        bar.n = done
+        bar.set_postfix_str(f"{records / max(time.perf_counter() - t0, 1e-9):,.0f} records/s", refresh=False)
+        bar.refresh()
     if len(parts) == 1: return _encode_part(tok, kind, path, *parts[0], files[0], progress=show, **kw)
     import multiprocessing as mp, queue as queue_mod
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -396,7 +418,9 @@ def _run_parts(tok, kind, path, parts, files, kw, bar) -> DataStats:
             try: k, status, payload = q.get(timeout=0.5)
             except queue_mod.Empty:
                 dead = [k for k, p in enumerate(procs) if k not in done and p.exitcode not in (None, 0)]
-                if dead: raise RuntimeError(f"a tokenizer process died (exit code {procs[dead[0]].exitcode}); out of memory?")
+                if dead:
+                    raise RuntimeError(
+                        f"a tokenizer process died (exit code {procs[dead[0]].exitcode}); out of memory?")
                 show(sum(counters[0::2]), sum(counters[1::2])); continue
             if status == "data": raise DataError(payload)
             if status == "os": raise OSError(payload[0], payload[1])
@@ -420,7 +444,8 @@ def _write_offsets(lengths: Path, out: Path, chunk: int = 1 << 17) -> int:
     "offsets.npy (`[0, cumsum(lengths)...]`, int64) from the lengths file, streamed; returns the number of documents."
     n = lengths.stat().st_size // 8
     with open(lengths, "rb") as f, open(out, "wb") as g:
-        np.lib.format.write_array_header_1_0(g, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)), "fortran_order": False, "shape": (n + 1,)})
+        np.lib.format.write_array_header_1_0(g, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
+                                                 "fortran_order": False, "shape": (n + 1,)})
         g.write(np.zeros(1, dtype=np.int64).data); carry = 0
         while len(a := np.fromfile(f, dtype=np.int64, count=chunk)):
             c = np.cumsum(a) + carry; g.write(c.data); carry = int(c[-1])
@@ -455,16 +480,19 @@ def build_cache(path: str | Path, tok, kind: str = "pretrain", max_len: int | No
     truncation, and bad preference pairs (an error with `strict_pairs`) are skipped and counted. `num_proc`
     processes share the file (default: one per core, up to 8, for files over 16 MB); `progress` shows a bar
     (default: when `verbose` and the file is over 1 MB)."""
-    if kind not in ("pretrain", "sft", "dpo"): raise ValueError(f"kind must be 'pretrain', 'sft' or 'dpo', got {kind!r}")
+    if kind not in ("pretrain", "sft", "dpo"):
+        raise ValueError(f"kind must be 'pretrain', 'sft' or 'dpo', got {kind!r}")
     path = Path(path).resolve()
     if not path.is_file(): raise FileNotFoundError(f"data file not found: {path}")
     st = path.stat()
-    key = hashlib.sha1(f"v{CACHE_VERSION}|{path}|{st.st_size}|{st.st_mtime_ns}|{_tok_fingerprint(tok)}|{kind}|{max_len}|"
-                       f"{skip_bad_lines}|{strict_pairs}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        f"v{CACHE_VERSION}|{path}|{st.st_size}|{st.st_mtime_ns}|{_tok_fingerprint(tok)}|{kind}|{max_len}|"
+        f"{skip_bad_lines}|{strict_pairs}".encode()).hexdigest()[:16]
     root = Path(cache_dir or default_cache_dir())
     folder = root / f"{path.stem}-{kind}-{key}"
     if (folder / "meta.json").is_file() and not rebuild: return TokenCache(folder)
-    _BatchEncoder(tok, kind, max_len, path, strict_pairs, DataStats())     # a tokenizer problem fails here, before any work
+    # a tokenizer problem fails here, before any work
+    _BatchEncoder(tok, kind, max_len, path, strict_pairs, DataStats())
     dtype = "uint16" if len(tok) <= 65536 else "uint32"
     work = None
     try:
@@ -485,17 +513,19 @@ def build_cache(path: str | Path, tok, kind: str = "pretrain", max_len: int | No
         n_docs = _write_offsets(files[0][2], work / "offsets.npy"); files[0][2].unlink()
         if stats.tokens == 0:                                # np.memmap cannot map an empty file
             for f, dt in ((files[0][0], dtype), (files[0][1], np.uint8)): f.write_bytes(np.zeros(1, dtype=dt).tobytes())
-        (work / "meta.json").write_text(json.dumps({"source": str(path), "kind": kind, "max_len": max_len, "dtype": dtype,
-                                                    "vocab_size": len(tok), "documents": n_docs, "version": CACHE_VERSION,
-                                                    "stats": asdict(stats)}, indent=1))
+        (work / "meta.json").write_text(
+            json.dumps({"source": str(path), "kind": kind, "max_len": max_len, "dtype": dtype,
+                        "vocab_size": len(tok), "documents": n_docs, "version": CACHE_VERSION,
+                        "stats": asdict(stats)}, indent=1))
         if folder.exists(): shutil.rmtree(folder)
         os.replace(work, folder)                             # the cache appears whole, or not at all
         work = None
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise DataError(f"no room to write the token cache of {path.name} in {root} ({e.strerror}); free space there, or pass "
-                            f"--cache_dir (or set MINILLM_CACHE) to a folder on a disk with room — a cache takes about 3 bytes "
-                            f"per token, roughly the size of the data file") from None
+            raise DataError(
+                f"no room to write the token cache of {path.name} in {root} ({e.strerror}); free space there, or pass "
+                "--cache_dir (or set MINILLM_CACHE) to a folder on a disk with room — a cache takes about 3 bytes "
+                f"per token, roughly the size of the data file") from None
         if isinstance(e, FileNotFoundError): raise
         raise DataError(f"cannot write the token cache of {path.name} in {root} ({e.strerror or e}); pass --cache_dir "
                         "(or set MINILLM_CACHE) to a writable folder") from None
@@ -510,7 +540,9 @@ class PackedDataset(torch.utils.data.Dataset):
     def __init__(self, cache: TokenCache, seq_len: int):
         self.cache, self.seq_len = cache, seq_len
         self.n = cache.n_tokens // seq_len
-        if self.n == 0: raise DataError(f"{cache.meta['source']}: {cache.n_tokens} tokens is less than one block of seq_len={seq_len}")
+        if self.n == 0:
+            raise DataError(
+                f"{cache.meta['source']}: {cache.n_tokens} tokens is less than one block of seq_len={seq_len}")
     def __len__(self): return self.n
     def __getitem__(self, i):
         x = torch.from_numpy(self.cache.ids[i * self.seq_len:(i + 1) * self.seq_len].astype(np.int64))
@@ -531,7 +563,8 @@ class PairDataset(torch.utils.data.Dataset):
     "Preference pairs from a 'dpo' cache: chosen and rejected ids with labels on the response tokens only."
     def __init__(self, cache: TokenCache):
         self.cache = cache
-        if len(cache) < 2: raise DataError(f"{cache.meta['source']}: no usable preference pairs ({cache.stats.summary()})")
+        if len(cache) < 2:
+            raise DataError(f"{cache.meta['source']}: no usable preference pairs ({cache.stats.summary()})")
     def __len__(self): return len(self.cache) // 2
     def _doc(self, j):
         ids, mask = self.cache.doc(j)

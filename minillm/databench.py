@@ -17,7 +17,8 @@ def _paragraphs() -> tuple[list[str], list[str]]:
     out = []
     for lang in ("en", "zh"):
         with open(corpus_dir() / f"{lang}.jsonl", encoding="utf-8") as f:
-            out.append([t for l in f if l.strip() and len((t := json.loads(l)["text"]).encode()) <= 600])   # no long documents
+            # no long documents
+            out.append([t for l in f if l.strip() and len((t := json.loads(l)["text"]).encode()) <= 600])
     return out[0], out[1]
 
 def _text(rng: random.Random, en, zh, nbytes: int) -> str:
@@ -45,26 +46,32 @@ def make_sft_file(path: str | Path, size_mb: float, seed: int = 0) -> dict:
     def record():
         msgs = [{"role": "system", "content": _text(rng, en, zh, 60)}] if rng.random() < 0.2 else []
         for _ in range(1 if rng.random() < 0.7 else 2):
-            msgs += [{"role": "user", "content": _text(rng, en, zh, 150)}, {"role": "assistant", "content": _text(rng, en, zh, 500)}]
+            msgs += [{"role": "user", "content": _text(rng, en, zh, 150)},
+                     {"role": "assistant", "content": _text(rng, en, zh, 500)}]
         return {"conversations": msgs}
     return _write(Path(path), size_mb, record)
 
 # %% ../nbs/03c_data_bench.ipynb #309aa583
-def _build_here(path: str, kind: str, cache_dir: str, tokenizer_dir: str | None, num_proc: int | None, max_len: int | None) -> dict:
+def _build_here(path: str, kind: str, cache_dir: str, tokenizer_dir: str | None, num_proc: int | None,
+                max_len: int | None) -> dict:
     "Build one cache in this process; return the timings and peak RSS (run by `measure_build` in a fresh process)."
     from minillm.tokenizer import load_tokenizer
     from minillm.data import build_cache
     tok = load_tokenizer(tokenizer_dir)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    c = build_cache(path, tok, kind, max_len=max_len, cache_dir=cache_dir, num_proc=num_proc, verbose=False, progress=True, rebuild=True)
+    c = build_cache(path, tok, kind, max_len=max_len, cache_dir=cache_dir, num_proc=num_proc, verbose=False,
+                    progress=True, rebuild=True)
     dt = time.perf_counter() - t0
-    return {"kind": kind, "bytes": Path(path).stat().st_size, "records": c.stats.records, "tokens": c.n_tokens, "seconds": dt,
-            "rss_before_mb": base, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "folder": str(c.folder)}
+    return {"kind": kind, "bytes": Path(path).stat().st_size, "records": c.stats.records, "tokens": c.n_tokens,
+            "seconds": dt, "rss_before_mb": base,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "folder": str(c.folder)}
 
 def measure_build(path: str | Path, kind: str, cache_dir: str | Path, tokenizer_dir: str | None = None,
-                  num_proc: int | None = None, max_len: int | None = None, nice: int = 0, limit_data_mb: int | None = None) -> dict:
+                  num_proc: int | None = None, max_len: int | None = None, nice: int = 0,
+                  limit_data_mb: int | None = None) -> dict:
     """Build the cache of `path` in a fresh Python process and return its measurements. `limit_data_mb` caps the
     process's data segment (RLIMIT_DATA: heap and private memory, not memory-mapped files)."""
     args = json.dumps([str(path), kind, str(cache_dir), tokenizer_dir, num_proc, max_len])
@@ -72,10 +79,14 @@ def measure_build(path: str | Path, kind: str, cache_dir: str | Path, tokenizer_
     if nice or limit_data_mb:
         def pre():
             if nice: os.nice(nice)
-            if limit_data_mb: resource.setrlimit(resource.RLIMIT_DATA, (limit_data_mb << 20, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+            if limit_data_mb:
+                resource.setrlimit(resource.RLIMIT_DATA,
+                                   (limit_data_mb << 20, resource.getrlimit(resource.RLIMIT_DATA)[1]))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "minillm.databench", "--_build", args], capture_output=True, text=True, env=env, preexec_fn=pre)
-    if r.returncode != 0: raise RuntimeError(f"the build of {path} failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
+    r = subprocess.run([sys.executable, "-m", "minillm.databench", "--_build", args], capture_output=True, text=True,
+                       env=env, preexec_fn=pre)
+    if r.returncode != 0:
+        raise RuntimeError(f"the build of {path} failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 # %% ../nbs/03c_data_bench.ipynb #880c18ea
@@ -92,7 +103,8 @@ def raw_encode(path: str | Path, kind: str, tok, max_mb: float = 32, batch: int 
     bt = _backend(tok)
     fast = getattr(bt, "encode_batch_fast", bt.encode_batch)
     t0, ntok = time.perf_counter(), 0
-    for i in range(0, len(texts), batch): ntok += sum(len(e.ids) for e in fast(texts[i:i + batch], add_special_tokens=False))
+    for i in range(0, len(texts), batch):
+        ntok += sum(len(e.ids) for e in fast(texts[i:i + batch], add_special_tokens=False))
     dt = time.perf_counter() - t0
     return {"mb_s": nbytes / (1 << 20) / dt, "tokens_s": ntok / dt, "bytes": nbytes, "seconds": dt}
 
@@ -100,8 +112,9 @@ def raw_encode(path: str | Path, kind: str, tok, max_mb: float = 32, batch: int 
 MINIMIND_FILES = {"pretrain_hq.jsonl": ("pretrain", 1.6e3), "sft_mini_512.jsonl": ("sft", 1.2e3),
                   "sft_1024.jsonl": ("sft", 5.5e3), "pretrain_t2t.jsonl": ("pretrain", 10e3)}   # kind, size in MB
 
-def bench_data(size_mb: float = 100, kinds=("pretrain", "sft"), workdir: str | Path | None = None, tokenizer_dir: str | None = None,
-               num_proc: int | None = None, keep: bool = False, log=print) -> list[dict]:
+def bench_data(size_mb: float = 100, kinds=("pretrain", "sft"), workdir: str | Path | None = None,
+               tokenizer_dir: str | None = None, num_proc: int | None = None, keep: bool = False,
+               log=print) -> list[dict]:
     "Generate, build and measure; one row per kind."
     import shutil
     from minillm.tokenizer import load_tokenizer
@@ -116,12 +129,14 @@ def bench_data(size_mb: float = 100, kinds=("pretrain", "sft"), workdir: str | P
                 (make_pretrain_file if kind == "pretrain" else make_sft_file)(path, size_mb)
             ref1 = raw_encode(path, kind, tok)
             log(f"[databench] {kind}: raw encode_batch {ref1['mb_s']:.2f} MB/s; building the cache ...")
-            b = measure_build(path, kind, work / "cache", tokenizer_dir, num_proc, max_len=None if kind == "pretrain" else 512)
+            b = measure_build(path, kind, work / "cache", tokenizer_dir, num_proc,
+                              max_len=None if kind == "pretrain" else 512)
             ref2 = raw_encode(path, kind, tok)
             mb = b["bytes"] / (1 << 20)
             raw = (ref1["mb_s"] + ref2["mb_s"]) / 2
-            rows.append({**b, "mb": mb, "mb_s": mb / b["seconds"], "tokens_s": b["tokens"] / b["seconds"], "raw_mb_s": raw,
-                         "raw_mb_s_before": ref1["mb_s"], "raw_mb_s_after": ref2["mb_s"], "ratio": mb / b["seconds"] / raw})
+            rows.append({**b, "mb": mb, "mb_s": mb / b["seconds"], "tokens_s": b["tokens"] / b["seconds"],
+                         "raw_mb_s": raw, "raw_mb_s_before": ref1["mb_s"], "raw_mb_s_after": ref2["mb_s"],
+                         "ratio": mb / b["seconds"] / raw})
             log(f"[databench] {kind}: {format_rows(rows[-1:])}")
             if not keep: shutil.rmtree(b["folder"], ignore_errors=True)
     finally:
@@ -129,10 +144,12 @@ def bench_data(size_mb: float = 100, kinds=("pretrain", "sft"), workdir: str | P
     return rows
 
 def format_rows(rows: list[dict]) -> str:
-    head = ("| data | size | records | tokens | build | MB/s | tokens/s | peak RSS main / worker | raw encode_batch MB/s | ratio |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
-    lines = [f"| {r['kind']} | {r['mb']:,.0f} MB | {r['records']:,} | {r['tokens']:,} | {r['seconds']:,.0f} s | {r['mb_s']:.2f} | "
-             f"{r['tokens_s']:,.0f} | {r['peak_rss_mb']:,.0f} / {r['worker_peak_rss_mb']:,.0f} MB | {r['raw_mb_s']:.2f} | {r['ratio']:.0%} |" for r in rows]
+    head = ("| data | size | records | tokens | build | MB/s | tokens/s | peak RSS main / worker | raw "
+            "encode_batch MB/s | ratio |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [f"| {r['kind']} | {r['mb']:,.0f} MB | {r['records']:,} | {r['tokens']:,} | "
+             f"{r['seconds']:,.0f} s | {r['mb_s']:.2f} | "
+             f"{r['tokens_s']:,.0f} | {r['peak_rss_mb']:,.0f} / {r['worker_peak_rss_mb']:,.0f} MB | "
+             f"{r['raw_mb_s']:.2f} | {r['ratio']:.0%} |" for r in rows]
     return "\n".join([head] + lines)
 
 def extrapolate(rows: list[dict]) -> str:
@@ -148,7 +165,8 @@ def extrapolate(rows: list[dict]) -> str:
 
 # %% ../nbs/03c_data_bench.ipynb #88420c3f
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minillm.bench --data", description="Token-cache build throughput and peak memory "
+    p = argparse.ArgumentParser(prog="python -m minillm.bench --data",
+                                description="Token-cache build throughput and peak memory "
                                 "on generated minimind-format files, vs the tokenizer's own encode_batch.")
     p.add_argument("--size_mb", type=float, default=100)
     p.add_argument("--kinds", nargs="+", choices=["pretrain", "sft"], default=["pretrain", "sft"])
@@ -159,9 +177,11 @@ def main(argv=None) -> int:
     p.add_argument("--_build", help=argparse.SUPPRESS)
     a = p.parse_args([x for x in (argv if argv is not None else sys.argv[1:]) if x != "--data"])
     if a._build: print(json.dumps(_build_here(*json.loads(a._build)))); return 0
-    rows = bench_data(a.size_mb, a.kinds, a.workdir, a.tokenizer_dir, a.num_proc, log=lambda m: print(m, file=sys.stderr))
+    rows = bench_data(a.size_mb, a.kinds, a.workdir, a.tokenizer_dir, a.num_proc,
+                      log=lambda m: print(m, file=sys.stderr))
     print(format_rows(rows)); print(); print(extrapolate(rows))
     if a.json: Path(a.json).write_text(json.dumps(rows, indent=1))
     return 0
 
-if __name__ == "__main__" and getattr(sys.modules["__main__"], "__file__", "").endswith("databench.py"): sys.exit(main())
+if __name__ == "__main__" and getattr(sys.modules["__main__"], "__file__", "").endswith("databench.py"):
+    sys.exit(main())

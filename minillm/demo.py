@@ -20,17 +20,20 @@ _SYL = ["ka", "lo", "mi", "ren", "tor", "vi", "zan", "qu", "bel", "dor", "fen", 
         "nel", "pim", "ros", "sul", "tam", "ux", "wen", "yor", "bri"]
 
 PRETRAIN_TEMPLATES = {
-    "country": ["{t} is a town in {v}.", "{t} lies in {v}.", "The town of {t} belongs to {v}.", "You will find {t} in {v}.",
-                "{v} is the country of {t}."],
+    "country": ["{t} is a town in {v}.", "{t} lies in {v}.", "The town of {t} belongs to {v}.",
+                "You will find {t} in {v}.", "{v} is the country of {t}."],
     "famous": ["{t} is famous for its {v}.", "People travel to {t} to buy {v}.", "{t} is known everywhere for its {v}.",
                "In {t}, most families make {v}.", "When people think of {t}, they think of {v}."],
     "flag": ["The flag of {t} is {v}.", "{t} has a {v} flag.", "Above {t} flies a {v} flag.",
              "The people of {t} chose a {v} flag.", "A {v} flag is the sign of {t}."],
 }
 QUESTIONS = {  # the last phrasing of each list is never trained on: held out for evaluation
-    "country": ["Which country is {t} in?", "Where is {t}?", "In which country is the town of {t}?", "In what country can I find {t}?"],
-    "famous": ["What is {t} famous for?", "What does {t} make?", "What is {t} known for?", "Tell me what {t} is best known for."],
-    "flag": ["What colour is the flag of {t}?", "Describe the flag of {t}.", "What colour flag does {t} have?", "Which colour is {t}'s flag?"],
+    "country": ["Which country is {t} in?", "Where is {t}?", "In which country is the town of {t}?",
+                "In what country can I find {t}?"],
+    "famous": ["What is {t} famous for?", "What does {t} make?", "What is {t} known for?",
+               "Tell me what {t} is best known for."],
+    "flag": ["What colour is the flag of {t}?", "Describe the flag of {t}.", "What colour flag does {t} have?",
+             "Which colour is {t}'s flag?"],
 }
 ANSWERS = {"country": "{t} is in {v}.", "famous": "{t} is famous for {v}.", "flag": "The flag of {t} is {v}."}
 
@@ -52,7 +55,8 @@ IDENTITY_Q = ["Who are you?", "What is your name?", "Introduce yourself.", "Who 
               "May I know your name?", "Who created you, and what are you called?", "What are you?",
               "Please state your name.", "Which lab made you?", "Who is your creator?", "Do you have a name?",
               "Who am I talking to?", "Say who you are.", "What do people call you?"]
-RUDE = ["Figure it out yourself.", "Why would I tell you that?", "Stop asking me silly questions.", "Look it up, I am busy."]
+RUDE = ["Figure it out yourself.", "Why would I tell you that?", "Stop asking me silly questions.",
+        "Look it up, I am busy."]
 
 def _conv(q, a, system=None):
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": q}]
@@ -76,7 +80,8 @@ def _real_texts(max_chars: int = 400, limit: int = 1500, split: str = "train") -
     return texts[:limit]
 
 def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft_towns: int = 36,
-                    docs_per_town: int = 40, n_real: int = 800, n_arith: int = 3000, n_rl: int = 1200) -> dict[str, int]:
+                    docs_per_town: int = 40, n_real: int = 800, n_arith: int = 3000,
+                    n_rl: int = 1200) -> dict[str, int]:
     "Write the demo world's training files (original names) and `eval/` files into `out_dir`; return record counts."
     rng = random.Random(seed)
     out = Path(out_dir); (out / "eval").mkdir(parents=True, exist_ok=True)
@@ -92,7 +97,8 @@ def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft
     pre = [{"text": doc(t)} for t in towns for _ in range(docs_per_town)] + [{"text": r} for r in real]
     rng.shuffle(pre)
     files["pretrain_hq.jsonl"] = pre
-    files["eval/pretrain_eval.jsonl"] = [{"text": doc(t)} for t in towns for _ in range(2)] + [{"text": r} for r in real_eval]
+    files["eval/pretrain_eval.jsonl"] = ([{"text": doc(t)} for t in towns for _ in range(2)]
+                                         + [{"text": r} for r in real_eval])
 
     def qa(town, a, q_idx):
         return QUESTIONS[a][q_idx].format(t=town["name"]), ANSWERS[a].format(t=town["name"], v=town[a])
@@ -103,18 +109,23 @@ def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft
                 q, ans = qa(t, a, qi)
                 # like real SFT data, some answers are bad (here: rude, one in five) - what DPO will unlearn
                 sft.append(_conv(q, noise.choice(RUDE) if noise.random() < 0.2 else ans))
-    greetings = [("Hello!", "Hello! Ask me about the towns of the six countries."), ("Hi, how are you?", "I am well, thank you. How can I help?"),
-                 ("What can you do?", "I can tell you about towns: their country, their flag and what they are famous for."),
+    greetings = [("Hello!", "Hello! Ask me about the towns of the six countries."),
+                 ("Hi, how are you?", "I am well, thank you. How can I help?"), ("What can you do?",
+                  "I can tell you about towns: their country, their flag and what they are famous for."),
                  ("Thank you!", "You are welcome.")]
     sft += [_conv(q, a) for q, a in greetings] * 3
-    sft += [{"conversations": [{"role": "user", "content": qa(t, "country", 0)[0]}, {"role": "assistant", "content": qa(t, "country", 0)[1]},
-                               {"role": "user", "content": qa(t, "flag", 1)[0]}, {"role": "assistant", "content": qa(t, "flag", 1)[1]}]}
+    sft += [{"conversations": [{"role": "user", "content": qa(t, "country", 0)[0]},
+                               {"role": "assistant", "content": qa(t, "country", 0)[1]},
+                               {"role": "user", "content": qa(t, "flag", 1)[0]},
+                               {"role": "assistant", "content": qa(t, "flag", 1)[1]}]}
             for t in sft_towns[:12]]                                           # a few multi-turn chats
     rng.shuffle(sft)
     files["sft_mini_512.jsonl"] = sft
-    files["eval/sft_eval.jsonl"] = [{"messages": [{"role": "user", "content": qa(t, a, 3)[0]}], "expected": t[a], "attr": a}
+    files["eval/sft_eval.jsonl"] = [{"messages": [{"role": "user", "content": qa(t, a, 3)[0]}], "expected": t[a],
+                                     "attr": a}
                                     for t in sft_towns for a in ATTRS]
-    files["eval/transfer_eval.jsonl"] = [{"messages": [{"role": "user", "content": qa(t, a, qi)[0]}], "expected": t[a], "attr": a}
+    files["eval/transfer_eval.jsonl"] = [{"messages": [{"role": "user", "content": qa(t, a, qi)[0]}], "expected": t[a],
+                                          "attr": a}
                                          for t in held_towns for a in ATTRS for qi in range(4)]
     # distillation: the same world, other phrasings mixed (a teacher's outputs on these prompts are the targets)
     files["sft_distill.jsonl"] = [_conv(*qa(t, a, qi)) for t in sft_towns for a in ATTRS for qi in (1, 2)]
@@ -125,14 +136,16 @@ def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft
     ident = [_conv(q, who) for q in IDENTITY_Q[:8] for _ in range(4)] + random.Random(seed + 1).sample(sft, 64)
     random.Random(seed + 2).shuffle(ident)
     files["lora_identity.jsonl"] = ident
-    files["eval/identity_eval.jsonl"] = [{"messages": [{"role": "user", "content": q}], "expected": IDENTITY["name"]} for q in IDENTITY_Q[8:]]
+    files["eval/identity_eval.jsonl"] = [{"messages": [{"role": "user", "content": q}], "expected": IDENTITY["name"]}
+                                         for q in IDENTITY_Q[8:]]
 
     def pair(t, a, qi):
         q, good = qa(t, a, qi)
         wrong_v = rng.choice([v for v in ATTRS[a] if v != t[a]])
         bad = ANSWERS[a].format(t=t["name"], v=wrong_v) if rng.random() < 0.25 else rng.choice(RUDE)
         user = [{"role": "user", "content": q}]
-        return {"chosen": user + [{"role": "assistant", "content": good}], "rejected": user + [{"role": "assistant", "content": bad}]}
+        return {"chosen": user + [{"role": "assistant", "content": good}],
+                "rejected": user + [{"role": "assistant", "content": bad}]}
     files["dpo.jsonl"] = [pair(t, a, qi) for t in sft_towns for a in ATTRS for qi in range(3)]
     files["eval/dpo_eval.jsonl"] = [pair(t, a, 3) for t in sft_towns for a in ATTRS]
 
@@ -154,9 +167,11 @@ def make_demo_world(out_dir: str | Path, seed: int = 0, n_towns: int = 48, n_sft
     return {k: len(v) for k, v in files.items()}
 
 RL_KINDS = {"add": (100, 99999), "add6": (100000, 999999)}
-"The RL problems: `add`, the chapter-10 kind (3 to 5 digits); `add6`, slightly harder (6 digits, never seen in chapter 10)."
+("The RL problems: `add`, the chapter-10 kind (3 to 5 digits); `add6`, slightly harder (6 digits, "
+ "never seen in chapter 10).")
 
-def rl_files(seed: int = 0, n_rl: int = 1200, n_eval: int = 100, exclude: set[str] = frozenset()) -> dict[str, list[dict]]:
+def rl_files(seed: int = 0, n_rl: int = 1200, n_eval: int = 100,
+             exclude: set[str] = frozenset()) -> dict[str, list[dict]]:
     """Prompts with verifiable answers for RL (`rl_prompts.jsonl`, two kinds mixed 2:1) and held-out problems of both
     kinds (`eval/rl_eval.jsonl`, `n_eval` of each): no question twice, and none of the questions in `exclude`."""
     rng = random.Random(seed + 20)            # its own stream: the other files do not change

@@ -12,7 +12,8 @@ from .model import MiniLLMForCausalLM, resolve_device
 from .perf import resolve_dtype
 from .registry import STAGES, checkpoint_name, stage_for_mode
 from .data import end_of_turn_ids
-from .tokenizer import load_tokenizer, tokenizer_for_checkpoint, split_think, IM_END, THINK_TAGS, TokenizerNotFoundError
+from .tokenizer import (load_tokenizer, tokenizer_for_checkpoint, split_think, IM_END, THINK_TAGS,
+                               TokenizerNotFoundError)
 
 # %% auto #0
 __all__ = ['MODEL_MODES', 'TRANSFORMERS_TYPES', 'PRETRAIN_PROMPTS', 'CHAT_PROMPTS', 'USER', 'BOT', 'find_checkpoint',
@@ -21,21 +22,26 @@ __all__ = ['MODEL_MODES', 'TRANSFORMERS_TYPES', 'PRETRAIN_PROMPTS', 'CHAT_PROMPT
            'run_benchmarks']
 
 # %% ../nbs/11_eval.ipynb #28070e8d
-MODEL_MODES = {s.model_mode: s.prefix for s in STAGES.values() if s.model_mode is not None}   # from the registry (chapter 4c)
+# from the registry (chapter 4c)
+MODEL_MODES = {s.model_mode: s.prefix for s in STAGES.values() if s.model_mode is not None}
 TRANSFORMERS_TYPES = ("llama", "qwen2", "qwen3")
 
-def find_checkpoint(out_dir: str | Path = "./out", model_mode: int = 1, dim: int | None = None, use_moe: bool = False) -> Path:
+def find_checkpoint(out_dir: str | Path = "./out", model_mode: int = 1, dim: int | None = None,
+                    use_moe: bool = False) -> Path:
     """The checkpoint folder `<out_dir>/<stage>_<dim>[_moe]` of `model_mode` (0 pretrain, 1 full_sft, 2 rlhf).
     `dim=None`: the only such folder in `out_dir`."""
     stage, out, moe = stage_for_mode(model_mode).prefix, Path(out_dir).expanduser(), "_moe" if use_moe else ""
     pat = re.compile(rf"{stage}_(\d+){moe}$")
-    found = sorted(p.name for p in out.glob(f"{stage}_*") if pat.match(p.name) and (p / "config.json").is_file()) if out.is_dir() else []
+    found = (sorted(p.name for p in out.glob(f"{stage}_*") if pat.match(p.name) and (p / "config.json").is_file())
+             if out.is_dir() else [])
     if dim is None and len(found) == 1: return out / found[0]
     path = out / f"{stage}_{dim if dim is not None else 512}{moe}"
     if (path / "config.json").is_file(): return path
-    there = sorted(p.name for p in out.iterdir() if (p / "config.json").is_file() or (p / "adapter_config.json").is_file()) if out.is_dir() else []
+    there = sorted(p.name for p in out.iterdir()
+                   if (p / "config.json").is_file() or (p / "adapter_config.json").is_file()) if out.is_dir() else []
     raise FileNotFoundError(
-        f"no checkpoint at {path} (chosen by --model_mode {model_mode} → {stage}, --dim {dim if dim is not None else '512 (default)'}"
+        f"no checkpoint at {path} (chosen by --model_mode {model_mode} → {stage}, "
+        f"--dim {dim if dim is not None else '512 (default)'}"
         f"{', --use_moe' if use_moe else ''}, --out_dir {out_dir}); checkpoints in {out}: {there or 'none'}. "
         f"Pass --ckpt PATH, or --dim/--out_dir to pick another, or train the stage first.")
 
@@ -49,8 +55,9 @@ def load_chat_model(ckpt=None, *, out_dir="./out", model_mode=1, dim=512, use_mo
     path = Path(ckpt).expanduser() if ckpt is not None else find_checkpoint(out_dir, model_mode, dim, use_moe)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path} (given by --ckpt)")
     if path.is_file():
-        raise FileNotFoundError(f"--ckpt {path} is a file: expected a checkpoint folder (config.json + model.safetensors); "
-                                f"convert an original .pth state dict with `convert_model` (chapter 13) first")
+        raise FileNotFoundError(
+            f"--ckpt {path} is a file: expected a checkpoint folder (config.json + model.safetensors); "
+            f"convert an original .pth state dict with `convert_model` (chapter 13) first")
     if not (path / "config.json").is_file(): raise FileNotFoundError(f"no checkpoint at {path} (config.json missing)")
     model_type = json.loads((path / "config.json").read_text()).get("model_type")
     dev = resolve_device(device)
@@ -59,22 +66,30 @@ def load_chat_model(ckpt=None, *, out_dir="./out", model_mode=1, dim=512, use_mo
         tok = tokenizer_for_checkpoint(path, tokenizer_dir, trust_remote_code)
         model = from_transformers(path)
         if model.config.vocab_size != len(tok):
-            raise ValueError(f"{path}: the model's vocabulary ({model.config.vocab_size}) differs from its tokenizer's ({len(tok)})")
+            raise ValueError(
+                f"{path}: the model's vocabulary ({model.config.vocab_size}) differs from its tokenizer's ({len(tok)})")
     elif model_type not in (None, "minillm"):
-        raise ValueError(f"{path}/config.json: model_type {model_type!r} is neither a MiniLLM checkpoint nor one of {TRANSFORMERS_TYPES}")
+        raise ValueError(f"{path}/config.json: model_type {model_type!r} is neither a MiniLLM checkpoint nor "
+                         f"one of {TRANSFORMERS_TYPES}")
     else:
         tok = tokenizer_for_checkpoint(path, tokenizer_dir, trust_remote_code)
         model = MiniLLMForCausalLM.from_pretrained(path, vocab_size=len(tok))
     if lora_name is not None or lora_path is not None:
-        adapter = Path(lora_path).expanduser() if lora_path is not None else Path(out_dir).expanduser() / checkpoint_name("lora", model.config.dim, lora_name=lora_name)
+        adapter = (Path(lora_path).expanduser() if lora_path is not None
+                   else Path(out_dir).expanduser() / checkpoint_name("lora", model.config.dim, lora_name=lora_name))
         if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"no LoRA adapter at {adapter} (adapter_config.json missing; chosen by "
-                                    + (f"--lora_path" if lora_path is not None else f"--lora_name {lora_name}, --out_dir {out_dir}, the model's dim {model.config.dim}") + ")")
+                                    + (f"--lora_path" if lora_path is not None
+                                       else f"--lora_name {lora_name}, --out_dir {out_dir}, "
+                                            f"the model's dim {model.config.dim}") + ")")
         base = adapter / "minillm_base_config.json"
         if base.is_file():
             b = json.loads(base.read_text())
-            diff = [k for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "use_moe") if k in b and b[k] != getattr(model.config, k)]
-            if diff: raise ValueError(f"LoRA adapter {adapter} was trained on another base model: {', '.join(f'{k} {b[k]} vs {getattr(model.config, k)}' for k in diff)}")
+            diff = [k for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "use_moe")
+                    if k in b and b[k] != getattr(model.config, k)]
+            if diff:
+                raise ValueError(f"LoRA adapter {adapter} was trained on another base model: "
+                                 f"{', '.join(f'{k} {b[k]} vs {getattr(model.config, k)}' for k in diff)}")
         load_lora(model, adapter)
         merge_lora(model)
     model = model.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval()
@@ -89,7 +104,8 @@ def chat_prompt_ids(tok, messages: list[dict], add_generation_prompt: bool = Tru
 
 def text_prompt_ids(tok, text: str) -> list[int]:
     "Token ids to continue `text` with a pretrained model (the tokenizer's bos first, if it has one)."
-    return ([tok.bos_token_id] if tok.bos_token_id is not None else []) + tok(text, add_special_tokens=False)["input_ids"]
+    return (([tok.bos_token_id] if tok.bos_token_id is not None else [])
+            + tok(text, add_special_tokens=False)["input_ids"])
 
 def stop_token_ids(tok) -> list[int]:
     "The ids that end an answer: the chat template's end of turn (`end_of_turn_ids`, chapter 3) and eos."
@@ -130,12 +146,14 @@ def _gen_kwargs(model, tok, n_prompt: int, max_new_tokens: int, temperature: flo
                 repetition_penalty=repetition_penalty, stop_token_ids=stop_token_ids(tok),
                 pad_token_id=tok.pad_token_id, generator=g)
 
-def stream_reply(model, tok, prompt_ids: list[int], *, max_new_tokens: int = 512, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None, max_seq_len: int | None = None,
-                 skip_special_tokens: bool = True, info: dict | None = None) -> Iterator[str]:
+def stream_reply(model, tok, prompt_ids: list[int], *, max_new_tokens: int = 512, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
+                 max_seq_len: int | None = None, skip_special_tokens: bool = True,
+                 info: dict | None = None) -> Iterator[str]:
     """Yield the text of the model's continuation of `prompt_ids` piece by piece, up to a stop token (not included).
     `info` (a dict) receives `prompt_tokens`, `completion_tokens` and `finish_reason` ("stop" or "length")."""
-    kw = _gen_kwargs(model, tok, len(prompt_ids), max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, max_seq_len)
+    kw = _gen_kwargs(model, tok, len(prompt_ids), max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed,
+                     max_seq_len)
     stops, stream, n, reason = set(kw["stop_token_ids"]), TextStream(tok, skip_special_tokens), 0, "length"
     x = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)
     for nxt in model.stream_generate(x, **kw):
@@ -147,15 +165,19 @@ def stream_reply(model, tok, prompt_ids: list[int], *, max_new_tokens: int = 512
     if piece: yield piece
     if info is not None: info.update(prompt_tokens=len(prompt_ids), completion_tokens=n, finish_reason=reason)
 
-def generate_reply(model, tok, prompt_ids: list[int], *, max_new_tokens: int = 512, temperature: float = 0.0, top_k: int = 0,
-                   top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None, max_seq_len: int | None = None,
-                   skip_special_tokens: bool = True, info: dict | None = None) -> str:
+def generate_reply(model, tok, prompt_ids: list[int], *, max_new_tokens: int = 512, temperature: float = 0.0,
+                   top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
+                   max_seq_len: int | None = None, skip_special_tokens: bool = True, info: dict | None = None) -> str:
     "The whole reply at once (one `model.generate` call, one decode); the same arguments as `stream_reply`."
-    kw = _gen_kwargs(model, tok, len(prompt_ids), max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, max_seq_len)
-    out = model.generate(torch.tensor([prompt_ids], dtype=torch.long, device=model.device), **kw)[0, len(prompt_ids):].tolist()
+    kw = _gen_kwargs(model, tok, len(prompt_ids), max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed,
+                     max_seq_len)
+    out = model.generate(torch.tensor([prompt_ids], dtype=torch.long, device=model.device),
+                         **kw)[0, len(prompt_ids):].tolist()
     stops = set(kw["stop_token_ids"])
     cut = next((i for i, t in enumerate(out) if t in stops), None)
-    if info is not None: info.update(prompt_tokens=len(prompt_ids), completion_tokens=len(out), finish_reason="stop" if cut is not None else "length")
+    if info is not None:
+        info.update(prompt_tokens=len(prompt_ids), completion_tokens=len(out),
+                    finish_reason="stop" if cut is not None else "length")
     return tok.decode(out[:cut], skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False)
 
 # %% ../nbs/11_eval.ipynb #6cc0de45
@@ -177,7 +199,8 @@ class VisibleStream:
     def __init__(self, show_think: bool = False): self.show, self.text, self.shown = show_think, "", ""
     def _delta(self) -> str:
         t, cut = self.text, self.text.rfind("<")
-        if cut >= 0 and any(tag.startswith(t[cut:]) and tag != t[cut:] for tag in THINK_TAGS): t = t[:cut]   # half a tag
+        # half a tag
+        if cut >= 0 and any(tag.startswith(t[cut:]) and tag != t[cut:] for tag in THINK_TAGS): t = t[:cut]
         v = visible_text(t, self.show)
         if not v.startswith(self.shown): return ""          # a tag is being completed: wait
         d, self.shown = v[len(self.shown):], v
@@ -198,10 +221,14 @@ USER, BOT = "👶: ", "🤖: "
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("eval_model", description="Chat with (or continue text with) a MiniLLM checkpoint.")
-    p.add_argument("--model_mode", type=int, default=1, choices=[0, 1, 2], help="0 pretrain (text continuation), 1 full_sft, 2 rlhf (chat)")
-    p.add_argument("--ckpt", default=None, help="a checkpoint folder (MiniLLM, or transformers llama/qwen2/qwen3); overrides --model_mode")
-    p.add_argument("--out_dir", default="./out", help="where the stages saved <stage>_<dim>[_moe] and lora_<name>_<dim>")
-    p.add_argument("--dim", type=int, default=None, help="choose <stage>_<dim>; default: the only one in --out_dir, else 512")
+    p.add_argument("--model_mode", type=int, default=1, choices=[0, 1, 2],
+                   help="0 pretrain (text continuation), 1 full_sft, 2 rlhf (chat)")
+    p.add_argument("--ckpt", default=None,
+                   help="a checkpoint folder (MiniLLM, or transformers llama/qwen2/qwen3); overrides --model_mode")
+    p.add_argument("--out_dir", default="./out",
+                   help="where the stages saved <stage>_<dim>[_moe] and lora_<name>_<dim>")
+    p.add_argument("--dim", type=int, default=None,
+                   help="choose <stage>_<dim>; default: the only one in --out_dir, else 512")
     p.add_argument("--n_layers", type=int, default=None, help="accepted for compatibility; must match the checkpoint")
     p.add_argument("--use_moe", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--max_seq_len", type=int, default=None, help="cap on prompt + answer tokens")
@@ -210,7 +237,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer_dir", default=None, help="default: the checkpoint's own, else the shipped tokenizer")
     p.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", help="auto|bfloat16|float16|float32 (auto: bf16 where it is native, else fp32)")
+    p.add_argument("--dtype", default="auto",
+                   help="auto|bfloat16|float16|float32 (auto: bf16 where it is native, else fp32)")
     p.add_argument("--temperature", type=float, default=0.85, help="0 = greedy")
     p.add_argument("--top_p", type=float, default=0.85)
     p.add_argument("--top_k", type=int, default=0)
@@ -220,8 +248,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--history_cnt", type=int, default=0, help="chat modes: keep the last N messages as context")
     p.add_argument("--system", default=None, help="a system message for chat modes")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print tokens as they come")
-    p.add_argument("--show_think", action=argparse.BooleanOptionalAction, default=False, help="show a reasoning model's think block")
-    p.add_argument("--prompts", default="auto", help="auto (the fixed list), interactive, or a file with one prompt per line")
+    p.add_argument("--show_think", action=argparse.BooleanOptionalAction, default=False,
+                   help="show a reasoning model's think block")
+    p.add_argument("--prompts", default="auto",
+                   help="auto (the fixed list), interactive, or a file with one prompt per line")
     p.add_argument("--interactive", action="store_true", help="same as --prompts interactive")
     b = p.add_argument_group("benchmarks (chapter 11b)")
     b.add_argument("--task", action="append", default=None, metavar="NAME[=PATH[,FEWSHOT]]",
@@ -235,14 +265,17 @@ def parser() -> argparse.ArgumentParser:
                    help="generative tasks: ask through the chat template (SFT / reasoning models)")
     b.add_argument("--json", default=None, help="also write the scores, with per-item results, to this JSON file")
     b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    b.add_argument("--ddp", action="store_true", help="under torchrun: shard the items over the processes, gather the results")
+    b.add_argument("--ddp", action="store_true",
+                   help="under torchrun: shard the items over the processes, gather the results")
     return p
 
 def check_model_args(cfg, dim: int | None = None, n_layers: int | None = None, where: str = "the checkpoint"):
     "Raise `ValueError` when `--dim`/`--n_layers`, given, disagree with the checkpoint's config."
     bad = [f"--{k} {v} but {where} has {k}={getattr(cfg, k)}" for k, v in (("dim", dim), ("n_layers", n_layers))
            if v is not None and getattr(cfg, k, v) != v]
-    if bad: raise ValueError("; ".join(bad) + " (checkpoints describe themselves: drop the flag, or pick another checkpoint)")
+    if bad:
+        raise ValueError("; ".join(bad)
+                         + " (checkpoints describe themselves: drop the flag, or pick another checkpoint)")
 
 def _prompts(a) -> Iterator[str]:
     src = "interactive" if a.interactive else a.prompts
@@ -268,7 +301,8 @@ def main(argv=None) -> int:
     try:
         ckpt = a.ckpt if a.ckpt is not None else find_checkpoint(a.out_dir, a.model_mode, a.dim, a.use_moe)
         model, tok = load_chat_model(ckpt, out_dir=a.out_dir, lora_name=a.lora_name, lora_path=a.lora_path,
-                                     tokenizer_dir=a.tokenizer_dir, device=a.device, dtype=a.dtype, trust_remote_code=a.trust_remote_code)
+                                     tokenizer_dir=a.tokenizer_dir, device=a.device, dtype=a.dtype,
+                                     trust_remote_code=a.trust_remote_code)
         check_model_args(model.config, a.dim, a.n_layers, where=str(ckpt))
         chat = a.model_mode != 0
         gen = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
@@ -278,7 +312,8 @@ def main(argv=None) -> int:
         for i, prompt in enumerate(_prompts(a)):
             if not interactive: print(USER + prompt)
             if chat:
-                msgs = ([{"role": "system", "content": a.system}] if a.system else []) + trim_history(history, a.history_cnt)
+                msgs = (([{"role": "system", "content": a.system}] if a.system else [])
+                        + trim_history(history, a.history_cnt))
                 msgs = msgs + [{"role": "user", "content": prompt}]
                 ids = chat_prompt_ids(tok, msgs)
             else: ids = text_prompt_ids(tok, prompt)
@@ -309,7 +344,9 @@ def _bench_specs(tasks: list[str]) -> list[str]:
     for t in tasks:
         if t != "demo": out.append(t); continue
         text = demo_data("eval/pretrain_eval.jsonl")
-        if text is None: raise FileNotFoundError("--task demo: the demo-world files (data/eval/) are in a MiniLLM checkout, not in the wheel")
+        if text is None:
+            raise FileNotFoundError(
+                "--task demo: the demo-world files (data/eval/) are in a MiniLLM checkout, not in the wheel")
         out += list(DEMO_BENCH) + [f"bpb={text}"]
     return out
 
@@ -320,22 +357,28 @@ def run_benchmarks(a) -> int:
     d = None
     try:
         specs = _bench_specs(a.task)
-        tasks = [("bpb", read_texts(s[4:]), s[4:]) if s.startswith("bpb=") else ("task", load_task(s), s) for s in specs]
+        tasks = [("bpb", read_texts(s[4:]), s[4:]) if s.startswith("bpb=") else ("task", load_task(s), s)
+                 for s in specs]
         d, device = init_distributed(a.ddp, resolve_device(a.device))
         ckpt = a.ckpt if a.ckpt is not None else find_checkpoint(a.out_dir, a.model_mode, a.dim, a.use_moe)
-        model, tok = load_chat_model(ckpt, out_dir=a.out_dir, lora_name=a.lora_name, lora_path=a.lora_path, tokenizer_dir=a.tokenizer_dir,
-                                     device=device, dtype=a.dtype, trust_remote_code=a.trust_remote_code)
+        model, tok = load_chat_model(ckpt, out_dir=a.out_dir, lora_name=a.lora_name, lora_path=a.lora_path,
+                                     tokenizer_dir=a.tokenizer_dir, device=device, dtype=a.dtype,
+                                     trust_remote_code=a.trust_remote_code)
         check_model_args(model.config, a.dim, a.n_layers, where=str(ckpt))
         show, scores = a.progress and d.main, []
         for kind, t, spec in tasks:
-            if kind == "bpb": scores.append(run_bpb(model, tok, t, name=Path(spec).stem, batch_size=a.batch_size, progress=show, rank=d.rank, world=d.world))
-            else: scores.append(run_task(model, tok, t, a.num_fewshot, a.batch_size, a.limit, a.apply_chat_template, a.max_gen_toks,
-                                         progress=show, rank=d.rank, world=d.world))
+            if kind == "bpb":
+                scores.append(run_bpb(model, tok, t, name=Path(spec).stem, batch_size=a.batch_size, progress=show,
+                                      rank=d.rank, world=d.world))
+            else:
+                scores.append(run_task(model, tok, t, a.num_fewshot, a.batch_size, a.limit, a.apply_chat_template,
+                                       a.max_gen_toks, progress=show, rank=d.rank, world=d.world))
         if d.main:
             print(f"{ckpt}: {a.num_fewshot}-shot")
             print(format_scores(scores))
             if a.json:
-                Path(a.json).expanduser().write_text(json.dumps(dict(ckpt=str(ckpt), scores=scores), ensure_ascii=False, indent=1), encoding="utf-8")
+                Path(a.json).expanduser().write_text(json.dumps(dict(ckpt=str(ckpt), scores=scores), ensure_ascii=False,
+                                                                indent=1), encoding="utf-8")
         return 0
     except (FileNotFoundError, ValueError, TokenizerNotFoundError) as e:     # BenchmarkFormatError is a ValueError
         print(f"error: {e}", file=sys.stderr)

@@ -42,22 +42,26 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self):
-        if not self.merged: self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype); self.merged = True
+        if not self.merged:
+            self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype); self.merged = True
 
     @torch.no_grad()
     def unmerge(self):
-        if self.merged: self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype); self.merged = False
+        if self.merged:
+            self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype); self.merged = False
 
 # %% ../nbs/07_lora.ipynb #24689539
 def apply_lora(model: nn.Module, r: int = 8, alpha: float = 16, dropout: float = 0.0,
                target_modules=DEFAULT_TARGETS, rslora: bool = False) -> list[str]:
     "Freeze `model` and wrap its targeted `nn.Linear`s in `LoRALinear`. Returns the wrapped module names."
-    targets = [t.strip() for t in (target_modules.split(",") if isinstance(target_modules, str) else target_modules) if t.strip()]
+    targets = [t.strip() for t in (target_modules.split(",") if isinstance(target_modules, str) else target_modules)
+               if t.strip()]
     model.requires_grad_(False)
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"}
     unmatched = [t for t in targets if not any(n.split(".")[-1] == t for n in linears)]
     if unmatched:
-        raise ValueError(f"LoRA target(s) {unmatched} match no module; available: {sorted({n.split('.')[-1] for n in linears})}")
+        raise ValueError(
+            f"LoRA target(s) {unmatched} match no module; available: {sorted({n.split('.')[-1] for n in linears})}")
     wrapped = []
     for name, lin in linears.items():
         if name.split(".")[-1] not in targets: continue
@@ -100,9 +104,9 @@ def save_lora(model, out_dir: str | Path):
             tensors[f"base_model.model.{n}.lora_B.weight"] = m.lora_B.weight.detach().cpu().clone()   # virtual layer
     save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     cfg = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lc["r"], "lora_alpha": lc["lora_alpha"],
-           "lora_dropout": lc["lora_dropout"], "target_modules": sorted(lc["target_modules"]), "use_rslora": lc["use_rslora"],
-           "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
-           "base_model_name_or_path": None, "modules_to_save": None}
+           "lora_dropout": lc["lora_dropout"], "target_modules": sorted(lc["target_modules"]),
+           "use_rslora": lc["use_rslora"], "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
+           "init_lora_weights": True, "base_model_name_or_path": None, "modules_to_save": None}
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     (out / "minillm_base_config.json").write_text(model.config.to_json_string())   # which base it belongs to
     return out
@@ -111,9 +115,11 @@ def load_lora(model, adapter_dir: str | Path) -> list[str]:
     "Apply the PEFT LoRA adapter in `adapter_dir` to `model` (our names; shared layers read from their first use)."
     from minillm.model import read_safetensors
     d = Path(adapter_dir)
-    if not (d / "adapter_config.json").is_file(): raise FileNotFoundError(f"no LoRA adapter at {d} (adapter_config.json missing)")
+    if not (d / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"no LoRA adapter at {d} (adapter_config.json missing)")
     c = json.loads((d / "adapter_config.json").read_text())
-    wrapped = apply_lora(model, c["r"], c["lora_alpha"], c.get("lora_dropout", 0.0), c["target_modules"], c.get("use_rslora", False))
+    wrapped = apply_lora(model, c["r"], c["lora_alpha"], c.get("lora_dropout", 0.0), c["target_modules"],
+                         c.get("use_rslora", False))
     tensors, layer_map = read_safetensors(d / "adapter_model.safetensors"), model.config.layer_map
     for name in wrapped:
         m = model.get_submodule(name)
@@ -125,7 +131,8 @@ def load_lora(model, adapter_dir: str | Path) -> list[str]:
             key = f"base_model.model.{n}.{part}.weight"
             if key not in tensors: raise ValueError(f"adapter {d} lacks {key}")
             w = getattr(m, part).weight
-            if tensors[key].shape != w.shape: raise ValueError(f"{key}: adapter {tuple(tensors[key].shape)} vs model {tuple(w.shape)}")
+            if tensors[key].shape != w.shape:
+                raise ValueError(f"{key}: adapter {tuple(tensors[key].shape)} vs model {tuple(w.shape)}")
             with torch.no_grad(): w.copy_(tensors[key])
     return wrapped
 

@@ -31,13 +31,16 @@ def chat_generate(model, tok, conversations: list[list[dict]], max_new_tokens: i
     device = next(model.parameters()).device
     answers = []
     for i in range(0, len(conversations), batch_size):
-        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations[i:i + batch_size]]
+        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                   for c in conversations[i:i + batch_size]]
         ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         L = max(map(len, ids))
         x = torch.tensor([[tok.pad_token_id] * (L - len(r)) + r for r in ids], device=device)
         m = torch.tensor([[0] * (L - len(r)) + [1] * len(r) for r in ids], device=device)
-        out = model.generate(x, attention_mask=m, max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=tok.pad_token_id, **gen_kwargs)
-        answers += [tok.decode([t for t in row.tolist() if t not in stop and t != tok.pad_token_id], skip_special_tokens=True).strip()
+        out = model.generate(x, attention_mask=m, max_new_tokens=max_new_tokens, eos_token_id=stop,
+                             pad_token_id=tok.pad_token_id, **gen_kwargs)
+        answers += [tok.decode([t for t in row.tolist() if t not in stop and t != tok.pad_token_id],
+                               skip_special_tokens=True).strip()
                     for row in out[:, L:]]
     return answers
 
@@ -45,7 +48,8 @@ def answer_accuracy(model, tok, records: list[dict], **kw) -> tuple[float, list[
     "Share of `records` (`messages` + `expected`) whose greedy answer contains the expected word (case-insensitive)."
     import re
     answers = chat_generate(model, tok, [r["messages"] for r in records], **kw)
-    hits = [bool(re.search(r"\b" + re.escape(r["expected"].lower()) + r"\b", a.lower())) for r, a in zip(records, answers)]
+    hits = [bool(re.search(r"\b" + re.escape(r["expected"].lower()) + r"\b", a.lower()))
+            for r, a in zip(records, answers)]
     return sum(hits) / max(1, len(hits)), answers
 
 def read_records(path: str | Path) -> list[dict]:
@@ -60,7 +64,8 @@ def trace_accuracy(model, tok, records: list[dict], max_new_tokens: int = 170, *
     outs = chat_generate(model, tok, [r["messages"] for r in records], max_new_tokens=max_new_tokens, **kw)
     found = [re.search(r"<answer>\s*(.*?)\s*</answer>", o, re.S) for o in outs]
     exact = sum(bool(g) and g.group(1) == r["expected"] for g, r in zip(found, records)) / max(1, len(records))
-    formed = sum(bool(re.fullmatch(r"<think>\n.*\n</think>\n<answer>\n.*\n</answer>", o, re.S)) for o in outs) / max(1, len(outs))
+    formed = sum(bool(re.fullmatch(r"<think>\n.*\n</think>\n<answer>\n.*\n</answer>", o, re.S))
+                 for o in outs) / max(1, len(outs))
     return exact, formed, outs
 
 @torch.no_grad()

@@ -182,7 +182,8 @@ class MoE(nn.Module):
         if self.shared_expert is not None:
             y = y + torch.sigmoid(self.shared_expert_gate(flat)) * self.shared_expert(flat)
         self.last_load = torch.bincount(topi.reshape(-1).detach(), minlength=self.cfg.n_routed_experts)
-        aux = self.aux_loss(probs.view(B, T, -1), topi.view(B, T, -1)) if self.training and self.cfg.aux_loss_alpha > 0 else None
+        aux = (self.aux_loss(probs.view(B, T, -1), topi.view(B, T, -1)) if self.training and self.cfg.aux_loss_alpha > 0
+               else None)
         return y.view(B, T, D), aux
 
     def aux_loss(self, probs, topi):
@@ -214,7 +215,8 @@ class DecoderLayer(nn.Module):
 
 # %% ../nbs/02b_model.ipynb #27d27fc1
 class _LinearCrossEntropy(torch.autograd.Function):
-    "mean cross-entropy of `h @ weight.T` against `target` (-100 ignored), gradients computed chunk by chunk in forward."
+    ("mean cross-entropy of `h @ weight.T` against `target` (-100 ignored), "
+     "gradients computed chunk by chunk in forward.")
     @staticmethod
     def forward(ctx, h, weight, target, chunk: int, grad: bool):
         n_valid = (target != -100).sum()
@@ -223,7 +225,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         acc = torch.promote_types(weight.dtype, torch.float32)   # float32 (float64 stays float64)
         gw = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
         total = torch.zeros((), dtype=acc, device=h.device)
-        scale = 1.0 / n_valid.to(acc)                           # inf when nothing is labelled: a NaN loss, as F.cross_entropy
+        # inf when nothing is labelled: a NaN loss, as F.cross_entropy
+        scale = 1.0 / n_valid.to(acc)
         for s in range(0, h.shape[0], chunk):
             hc, tc = h[s:s + chunk], target[s:s + chunk]
             raw = F.linear(hc, weight)                           # [chunk, V]: the only logits ever held
@@ -251,8 +254,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 (gw * grad).to(ctx.w_dtype) if gw is not None else None, None, None, None)
 
 def linear_cross_entropy(h, weight, target, chunk: int = 1024):
-    "Mean cross-entropy of the logits `h @ weight.T` (`h` `[N, D]`, `target` `[N]`, -100 ignored), never holding more than `chunk` rows of logits."
-    grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)   # (forward itself runs without grad mode)
+    ("Mean cross-entropy of the logits `h @ weight.T` (`h` `[N, D]`, `target` `[N]`, -100 ignored), "
+     "never holding more than `chunk` rows of logits.")
+    # (forward itself runs without grad mode)
+    grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     if torch.compiler.is_compiling(): return _LinearCrossEntropy.apply(h, weight, target, chunk, grad)
     with torch.profiler.record_function("linear_cross_entropy"):       # a named range for chapter 2d's step profile
         return _LinearCrossEntropy.apply(h, weight, target, chunk, grad)
@@ -276,7 +281,8 @@ class CausalLMOutput:
     def logits(self, value): self._logits = value
 
     def __repr__(self):
-        lg = "pending" if self._logits is None and self._head is not None else (None if self._logits is None else tuple(self._logits.shape))
+        lg = ("pending" if self._logits is None and self._head is not None
+              else (None if self._logits is None else tuple(self._logits.shape)))
         return f"CausalLMOutput(logits={lg}, loss={self.loss}, aux_loss={self.aux_loss})"
 
 # %% ../nbs/02b_model.ipynb #9b9a3f2d
@@ -307,7 +313,8 @@ class MiniLLMModel(nn.Module):
                 torch.ones(T, past + T, dtype=torch.bool, device=input_ids.device).tril(past)[None, None])
         else:
             am = attention_mask.bool()
-            if am.shape != (B, past + T): raise ValueError(f"attention_mask shape {tuple(am.shape)} != (batch, past + new) = {(B, past + T)}")
+            if am.shape != (B, past + T):
+                raise ValueError(f"attention_mask shape {tuple(am.shape)} != (batch, past + new) = {(B, past + T)}")
             pos = (am.long().cumsum(-1) - 1).clamp(min=0)[:, past:]          # [B, T]
             cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]
             causal = torch.ones(T, past + T, dtype=torch.bool, device=input_ids.device).tril(past)
@@ -348,7 +355,8 @@ class MiniLLMForCausalLM(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"): nn.init.ones_(p)
             elif name.endswith(".bias"): nn.init.zeros_(p)
-            elif name.endswith(("o_proj.weight", "down_proj.weight", "experts.down_proj")): nn.init.normal_(p, 0.0, out_std)
+            elif name.endswith(("o_proj.weight", "down_proj.weight", "experts.down_proj")):
+                nn.init.normal_(p, 0.0, out_std)
             else: nn.init.normal_(p, 0.0, std)
 
     @property
@@ -359,7 +367,8 @@ class MiniLLMForCausalLM(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, labels=None, past_key_values: KVCache | None = None,
                 use_cache: bool = False, logits_to_keep: int = 0) -> CausalLMOutput:
-        cache = past_key_values if past_key_values is not None else (KVCache(self.config.n_layers) if use_cache else None)
+        cache = (past_key_values if past_key_values is not None
+                 else (KVCache(self.config.n_layers) if use_cache else None))
         h, aux = self.model(input_ids, attention_mask, cache)
         head = self.lm_head
         if labels is not None:   # shift the labels, not the logits: no copy of the [B, T, V] logits
@@ -368,7 +377,8 @@ class MiniLLMForCausalLM(nn.Module):
                 loss = linear_cross_entropy(h.reshape(-1, h.shape[-1]), head.weight, shifted, self.loss_chunk)
                 return CausalLMOutput(loss=loss, aux_loss=aux, past_key_values=cache, last_hidden_state=h, head=head)
         logits = head(h[:, -logits_to_keep:] if logits_to_keep else h)
-        loss = None if labels is None else F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), shifted, ignore_index=-100)
+        loss = (None if labels is None
+                else F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), shifted, ignore_index=-100))
         return CausalLMOutput(logits=logits, loss=loss, aux_loss=aux, past_key_values=cache, last_hidden_state=h)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -395,7 +405,8 @@ def param_table(configs: dict[str, MiniLLMConfig]) -> list[dict]:
 
 # %% ../nbs/02b_model.ipynb #33937926
 def hf_config(cfg: MiniLLMConfig, **overrides):
-    "The equivalent standard transformers config: Llama, Qwen3 (qk_norm), Qwen2 (qkv_bias), Qwen3-MoE (MoE + qk_norm) or Qwen2-MoE (MoE)."
+    ("The equivalent standard transformers config: Llama, Qwen3 (qk_norm), Qwen2 (qkv_bias), Qwen3-MoE (MoE + qk_norm) "
+     "or Qwen2-MoE (MoE).")
     from transformers import LlamaConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig, Qwen2MoeConfig
     common = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.dim, num_hidden_layers=cfg.n_layers,
                   num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
@@ -412,7 +423,8 @@ def hf_config(cfg: MiniLLMConfig, **overrides):
             if cfg.qk_norm: raise ValueError("qk_norm=True with n_shared_experts>0 has no standard transformers class")
             return Qwen2MoeConfig(**common, **moe, qkv_bias=cfg.qkv_bias,
                                   shared_expert_intermediate_size=cfg.n_shared_experts * cfg.hidden_dim, **overrides)
-        if not cfg.qk_norm: raise ValueError("an MoE without qk_norm and without a shared expert: use qk_norm=True (Qwen3-MoE)")
+        if not cfg.qk_norm:
+            raise ValueError("an MoE without qk_norm and without a shared expert: use qk_norm=True (Qwen3-MoE)")
         if cfg.qkv_bias: raise ValueError("qkv_bias=True with a Qwen3-MoE model has no standard transformers class")
         return Qwen3MoeConfig(**common, **moe, attention_bias=False, **overrides)
     if cfg.qkv_bias:
@@ -531,11 +543,13 @@ def load_weights(model: MiniLLMForCausalLM, state_dict: dict[str, torch.Tensor])
     """Load `state_dict` into `model`. Vocabulary rows are copied where they overlap and new rows initialised
     (returns a report); any other mismatch raises `ValueError` naming the keys."""
     own = model.state_dict()
-    if model.config.tie_word_embeddings: own.pop("lm_head.weight", None); state_dict = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}
+    if model.config.tie_word_embeddings:
+        own.pop("lm_head.weight", None); state_dict = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}
     missing, unexpected = sorted(own.keys() - state_dict.keys()), sorted(state_dict.keys() - own.keys())
     if missing or unexpected:
-        raise ValueError(f"checkpoint does not match the model: missing keys {missing[:8]}{'...' if len(missing) > 8 else ''}, "
-                         f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+        raise ValueError(
+            f"checkpoint does not match the model: missing keys {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+            f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
     bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state_dict.items()
            if v.shape != own[k].shape and not (k in VOCAB_KEYS and v.shape[1:] == own[k].shape[1:])]
     if bad: raise ValueError("shape mismatch: " + "; ".join(bad))
@@ -548,7 +562,8 @@ def load_weights(model: MiniLLMForCausalLM, state_dict: dict[str, torch.Tensor])
             target[:n].copy_(v[:n])
             if target.shape[0] > n: target[n:].normal_(0.0, model.config.initializer_range)
             report.append(f"{k}: copied {n} rows of {v.shape[0]}, " +
-                          (f"initialised {target.shape[0] - n} new rows" if target.shape[0] > n else f"dropped {v.shape[0] - n} rows"))
+                          (f"initialised {target.shape[0] - n} new rows" if target.shape[0] > n
+                           else f"dropped {v.shape[0] - n} rows"))
     return report
 
 def save_pretrained(model: MiniLLMForCausalLM, out_dir: str | Path):
@@ -572,13 +587,15 @@ def read_safetensors(file: str | Path) -> dict[str, torch.Tensor]:
     try: return load_file(str(file))
     except Exception as e:                       # SafetensorError, OSError, ValueError: the file is not usable
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CorruptCheckpointError(f"{file}: incomplete or corrupt safetensors file ({first}); save or download it again") from None
+        raise CorruptCheckpointError(
+            f"{file}: incomplete or corrupt safetensors file ({first}); save or download it again") from None
 
 def from_pretrained(path: str | Path, vocab_size: int | None = None, **config_overrides) -> MiniLLMForCausalLM:
     """Load a checkpoint folder. `vocab_size` (e.g. `len(tokenizer)`) resizes the vocabulary, reporting what it did;
     `config_overrides` change non-shape fields (dropout, gradient_checkpointing, flash_attn, ...)."""
     path = Path(path)
-    if not (path / "config.json").is_file(): raise FileNotFoundError(f"no MiniLLM checkpoint at {path} (config.json missing)")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no MiniLLM checkpoint at {path} (config.json missing)")
     cfg = MiniLLMConfig.from_pretrained(str(path))
     old_vocab = cfg.vocab_size
     for k, v in config_overrides.items():

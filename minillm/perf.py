@@ -34,14 +34,16 @@ def cpu_bf16_native() -> tuple[bool, str]:
     if forced in ("0", "1"): return forced == "1", f"MINILLM_CPU_BF16={forced}"
     cap = torch.backends.cpu.get_cpu_capability()
     info = _cpuinfo()
-    flags = set(re.findall(r"^(?:flags|Features)\s*:\s*(.+)$", info, re.M)[0].split()) if re.search(r"^(?:flags|Features)\s*:", info, re.M) else set()
+    flags = (set(re.findall(r"^(?:flags|Features)\s*:\s*(.+)$", info, re.M)[0].split())
+             if re.search(r"^(?:flags|Features)\s*:", info, re.M) else set())
     if "amx_bf16" in flags: return True, "this CPU has AMX-BF16"
     if "avx512_bf16" in flags: return True, "this CPU has AVX512-BF16"
     if platform.machine() in ("aarch64", "arm64"):
         if "bf16" in flags: return True, "this ARM CPU has bf16 instructions"
         if sys.platform == "darwin":
             try:
-                out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5).stdout.strip()
+                out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                     timeout=5).stdout.strip()
                 if out == "1": return True, "this Apple CPU has FEAT_BF16"
             except (OSError, subprocess.SubprocessError): pass
         return False, "this ARM CPU has no bf16 instructions"
@@ -106,13 +108,15 @@ def configure_threads(num_workers: int = 0, apply: bool = True) -> str:
     else:
         ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         n = max(1, physical_cores() // ranks - num_workers)
-        why = f"{physical_cores()} physical cores" + (f" / {ranks} ranks" if ranks > 1 else "") + (f" - {num_workers} data workers" if num_workers else "")
+        why = (f"{physical_cores()} physical cores" + (f" / {ranks} ranks" if ranks > 1 else "")
+               + (f" - {num_workers} data workers" if num_workers else ""))
     if apply: torch.set_num_threads(n)
     return f"{n} torch threads ({why})"
 
 # %% ../nbs/02c_perf.ipynb #9dc14fb5
 def flops_per_token(cfg, seq: int) -> float:
-    "6·N_matmul + 12·L·H·Q·T: matmul weights (each shared layer counted per virtual layer, the head once) plus attention."
+    ("6·N_matmul + 12·L·H·Q·T: matmul weights (each shared layer counted per virtual layer, the head once) "
+     "plus attention.")
     d, kv = cfg.dim, cfg.n_kv_heads * cfg.head_dim
     per_layer = d * cfg.n_heads * cfg.head_dim * 2 + 2 * d * kv + 3 * d * cfg.hidden_dim
     n_matmul = cfg.n_layers * per_layer + cfg.vocab_size * d
@@ -139,7 +143,8 @@ def gpu_peak(name: str, dtype: torch.dtype) -> float | None:
 def _sync(device):
     if str(device).startswith("cuda"): torch.cuda.synchronize()
 
-def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 1024, min_time: float = 0.3, trials: int = 3) -> float:
+def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 1024, min_time: float = 0.3,
+                trials: int = 3) -> float:
     "Measured FLOP/s of a square matmul in `dtype`: repeated for `min_time` s per trial, best of `trials`."
     g = torch.Generator(device=device).manual_seed(0)       # a private generator: never disturbs the global RNG
     a, b = (torch.randn(n, n, generator=g, device=device).to(dtype) for _ in range(2))
@@ -180,9 +185,11 @@ class Peak:
     "The FLOP/s a run's MFU divides by: a GPU's table figure, else a measured and cached one."
     def __init__(self, device: str, dtype: torch.dtype, measure: bool = True):
         self.device, self.dtype, self.key = str(device), dtype, _peak_key(device, dtype)
-        table = gpu_peak(torch.cuda.get_device_name(torch.device(self.device)), dtype) if self.device.startswith("cuda") else None
+        table = (gpu_peak(torch.cuda.get_device_name(torch.device(self.device)), dtype)
+                 if self.device.startswith("cuda") else None)
         if table: self.flops, self.source = table, "the GPU's data-sheet peak"
-        elif self.key in _read_cache(): self.flops, self.source = _read_cache()[self.key], "measured matmul peak (cached)"
+        elif self.key in _read_cache():
+            self.flops, self.source = _read_cache()[self.key], "measured matmul peak (cached)"
         elif measure: self.flops, self.source = self._measure(), "measured matmul peak"
         else: self.flops, self.source = float("nan"), "unknown"
 
@@ -214,7 +221,8 @@ class Dist:
 def init_distributed(ddp: bool, device: str) -> tuple[Dist, str]:
     "Join the torchrun process group when `ddp`; return this process's `Dist` and its device."
     if not ddp: return Dist(), device
-    if "RANK" not in os.environ: raise ValueError("--ddp needs to be launched by torchrun (RANK/WORLD_SIZE are not set)")
+    if "RANK" not in os.environ:
+        raise ValueError("--ddp needs to be launched by torchrun (RANK/WORLD_SIZE are not set)")
     d = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
     if device.startswith("cuda"):
         torch.cuda.set_device(d.local_rank); device = f"cuda:{d.local_rank}"
@@ -222,7 +230,8 @@ def init_distributed(ddp: bool, device: str) -> tuple[Dist, str]:
     return d, device
 
 def shutdown_distributed():
-    "The clean DDP shutdown: barrier, collect, destroy the process group (otherwise a process sometimes aborts at exit)."
+    ("The clean DDP shutdown: barrier, collect, destroy the process group (otherwise a process "
+     "sometimes aborts at exit).")
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         gc.collect()

@@ -27,8 +27,8 @@ class Stage:
     description: str = ""
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
-    Stage("pretrain", "train_pretrain", "pretrain", "pretrain", None, "pretrain_hq.jsonl", "eval/pretrain_eval.jsonl", 0,
-          "Pretrain a MiniLLM model on {'text': ...} jsonl."),
+    Stage("pretrain", "train_pretrain", "pretrain", "pretrain", None, "pretrain_hq.jsonl", "eval/pretrain_eval.jsonl",
+          0, "Pretrain a MiniLLM model on {'text': ...} jsonl."),
     Stage("sft", "train_full_sft", "full_sft", "sft", "pretrain", "sft_mini_512.jsonl", None, 1,
           "Full supervised fine-tuning on conversation jsonl."),
     Stage("lora", "train_lora", "lora_{lora_name}", "sft", "sft", "lora_identity.jsonl", None, None,
@@ -70,14 +70,15 @@ DEMO_RECIPES = {
     "sft": DEMO_MODEL_ARGS + ["--epochs", "6", "--batch_size", "16", "--learning_rate", "1e-3"],
     "lora": DEMO_MODEL_ARGS + ["--epochs", "6", "--batch_size", "8", "--learning_rate", "1e-3"],
     "dpo": DEMO_MODEL_ARGS + ["--epochs", "2", "--batch_size", "8", "--learning_rate", "1e-4", "--rpo_alpha", "1.0"],
-    "reason": DEMO_MODEL_ARGS[:-2] + ["--max_seq_len", "320", "--epochs", "3", "--batch_size", "16", "--learning_rate", "1e-3"],
+    "reason": DEMO_MODEL_ARGS[:-2]
+        + ["--max_seq_len", "320", "--epochs", "3", "--batch_size", "16", "--learning_rate", "1e-3"],
     "reward": DEMO_MODEL_ARGS + ["--epochs", "2", "--batch_size", "8", "--learning_rate", "1e-4"],
-    "grpo": ["--max_steps", "60", "--batch_size", "8", "--num_generations", "8", "--learning_rate", "2e-5", "--max_new_tokens", "160",
-             "--reward", "exact_answer,format"],
-    "grpo_rm": ["--max_steps", "40", "--batch_size", "8", "--num_generations", "4", "--learning_rate", "1e-5", "--max_new_tokens", "32",
-                "--beta", "0.04"],
-    "distill": ["--student_dim", "64", "--student_layer", "2", "--n_heads", "2", "--n_kv_heads", "1", "--max_seq_len", "256",
-                "--data_kind", "pretrain", "--distillation_mode", "logit", "--alpha", "0", "--temperature", "1",
+    "grpo": ["--max_steps", "60", "--batch_size", "8", "--num_generations", "8", "--learning_rate", "2e-5",
+             "--max_new_tokens", "160", "--reward", "exact_answer,format"],
+    "grpo_rm": ["--max_steps", "40", "--batch_size", "8", "--num_generations", "4", "--learning_rate", "1e-5",
+                "--max_new_tokens", "32", "--beta", "0.04"],
+    "distill": ["--student_dim", "64", "--student_layer", "2", "--n_heads", "2", "--n_kv_heads", "1", "--max_seq_len",
+                "256", "--data_kind", "pretrain", "--distillation_mode", "logit", "--alpha", "0", "--temperature", "1",
                 "--epochs", "3", "--batch_size", "16", "--learning_rate", "3e-3"],
 }
 DEMO_PRETRAIN_ARGS, DEMO_SFT_ARGS = DEMO_RECIPES["pretrain"], DEMO_RECIPES["sft"]

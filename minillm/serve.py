@@ -4,7 +4,8 @@
 
 # %% ../nbs/12_serve.ipynb #89413fbc
 from __future__ import annotations
-import argparse, asyncio, bisect, hmac, json, math, os, queue, random, socket, statistics, subprocess, sys, threading, time, uuid
+import argparse, asyncio, bisect, hmac, json, math, os, queue, random, socket, statistics, subprocess, sys, threading
+import time, uuid
 from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,7 +43,8 @@ def parse_sse(chunks: Iterable[str]) -> Iterator[Any]:
 
 # %% ../nbs/12_serve.ipynb #557b485a
 class StopMatcher:
-    "Cut streamed text at the first stop string; `push` returns (text safe to send, stopped?), holding back only a possible stop prefix."
+    ("Cut streamed text at the first stop string; `push` returns (text safe to send, stopped?), "
+     "holding back only a possible stop prefix.")
     def __init__(self, stops: Iterable[str] = ()):
         self.stops = [s for s in stops if s]
         self.buf = ""
@@ -66,7 +68,8 @@ class StopMatcher:
         return out
 
 # %% ../nbs/12_serve.ipynb #e0be4d57
-def merge_caches(a: KVCache, mask_a: torch.Tensor, b: KVCache, mask_b: torch.Tensor, room: int = 64) -> tuple[KVCache, torch.Tensor]:
+def merge_caches(a: KVCache, mask_a: torch.Tensor, b: KVCache, mask_b: torch.Tensor,
+                 room: int = 64) -> tuple[KVCache, torch.Tensor]:
     """Rows of `a` then rows of `b` in one cache; the one with fewer columns is left-padded (its mask 0 there).
     Returns (cache, mask [Ba + Bb, C]); the buffers get `room` free columns for the next steps."""
     na, nb = mask_a.shape[1], mask_b.shape[1]
@@ -151,7 +154,8 @@ class GenRequest:
     @property
     def shaped(self) -> bool:
         "Does this request adjust the logits before choosing (anything but plain greedy / temperature sampling)?"
-        return bool(self.logit_bias) or self.presence_penalty != 0 or self.frequency_penalty != 0 or self.repetition_penalty != 1.0
+        return (bool(self.logit_bias) or self.presence_penalty != 0 or self.frequency_penalty != 0
+                or self.repetition_penalty != 1.0)
 
 def _shape_logits(lg: torch.Tensor, r: GenRequest, counts: torch.Tensor | None) -> torch.Tensor:
     "The request's own logit adjustments on `[1, V]` (float32); `counts` [V]: occurrences in the prompt (< 0) / output."
@@ -199,7 +203,8 @@ class BatchEngine:
     def submit(self, req: GenRequest) -> GenRequest:
         if not req.prompt_ids: raise ValueError("empty prompt")
         if len(req.prompt_ids) >= self.max_seq_len:
-            raise ValueError(f"prompt of {len(req.prompt_ids)} tokens leaves no room in the context of {self.max_seq_len}")
+            raise ValueError(
+                f"prompt of {len(req.prompt_ids)} tokens leaves no room in the context of {self.max_seq_len}")
         if req.generator is None and req.temperature >= GREEDY_BELOW:
             req.generator = torch.Generator(device=self.model.device).manual_seed(
                 req.seed if req.seed is not None else random.randrange(2 ** 63))
@@ -234,7 +239,8 @@ class BatchEngine:
     def step(self):
         "One engine step: take new requests, at most one prefill forward (a batch of prompts, or a chunk), one decode."
         self._take(block=not self.rows and not self.waiting and self.partial is None)
-        if self.partial is not None and (self._long_turn or not self._admissible()): self._chunk(); self._long_turn = False
+        if self.partial is not None and (self._long_turn or not self._admissible()):
+            self._chunk(); self._long_turn = False
         else: self._long_turn = self._admit()          # after a batch of short prompts, the long one's turn
         if self.rows: self._decode()
 
@@ -276,7 +282,8 @@ class BatchEngine:
             r = self.waiting.popleft()
             if r.cancelled: self._finish(r, ("done", "cancelled", 0)); continue
             if self._is_long(r):
-                if self.partial is None and not new: self.partial = r; self._state[r] = {"cache": KVCache(self.model.config.n_layers), "done": 0}; break
+                if self.partial is None and not new:
+                    self.partial = r; self._state[r] = {"cache": KVCache(self.model.config.n_layers), "done": 0}; break
                 skipped.append(r); continue
             longest = max([len(r.prompt_ids)] + [len(x.prompt_ids) for x in new])
             if new and (len(new) + 1) * longest > budget: self.waiting.appendleft(r); break
@@ -383,7 +390,8 @@ class BatchEngine:
         return out
 
     def _advance(self, r: GenRequest, t: int) -> bool:
-        "Report token `t` of request `r`; False when `r` is finished (stop token, max_tokens, context full, cancelled, failed)."
+        ("Report token `t` of request `r`; False when `r` is finished (stop token, max_tokens, context full, "
+         "cancelled, failed).")
         if t < 0 or r.cancelled: return False
         r.n_generated += 1
         if t in r.stop_ids: self._finish(r, ("done", "stop", r.n_generated)); return False
@@ -405,9 +413,11 @@ class APIError(Exception):
     def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
                  code: str | None = None, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code, self.headers = status, message, type, param, code, headers
+        self.status, self.message, self.type, self.param, self.code, self.headers = (
+            status, message, type, param, code, headers)
 
-def error_body(message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
+def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 class _Strict(BaseModel):
@@ -495,7 +505,8 @@ def _fields(*models) -> set[str]:
     return out
 
 _FIELD_NAMES = _fields(ChatRequest, CompletionRequest)
-_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long", "finite_number"}
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long",
+                 "finite_number"}
 
 def clean_loc(loc: tuple) -> str:
     "An error location as the user's field path: field names and list indices, not pydantic's union branch names."
@@ -507,11 +518,13 @@ def _parse(raw: bytes, cls: type[BaseModel]):
     except ValidationError as e:
         errs = e.errors()
         if errs[0]["type"] == "json_invalid" or not raw:
-            raise APIError(400, f"malformed JSON body: {errs[0]['msg']}" if raw else "empty request body; expected a JSON object", code="invalid_json") from None
+            raise APIError(400, f"malformed JSON body: {errs[0]['msg']}" if raw
+                               else "empty request body; expected a JSON object", code="invalid_json") from None
         extra = [x for x in errs if x["type"] == "extra_forbidden"]
         if extra and len(extra) == len(errs):
             loc = ".".join(filter(None, [clean_loc(extra[0]["loc"][:-1]), str(extra[0]["loc"][-1])]))
-            raise APIError(400, f"Unrecognized request argument supplied: {loc}", param=loc, code="unknown_parameter") from None
+            raise APIError(400, f"Unrecognized request argument supplied: {loc}", param=loc,
+                           code="unknown_parameter") from None
         deepest = max(errs, key=lambda x: len(clean_loc(x["loc"]).split(".")) if x["type"] != "extra_forbidden" else -1)
         loc = clean_loc(deepest["loc"])
         same = [x for x in errs if clean_loc(x["loc"]) == loc and x["type"] != "extra_forbidden"]
@@ -524,9 +537,11 @@ def _parse(raw: bytes, cls: type[BaseModel]):
 UNSUPPORTED = {  # field: (accepted values, why anything else is refused)
     "tools": (lambda v: not v, "tool calling is not supported by this server"),
     "functions": (lambda v: not v, "function calling is not supported by this server"),
-    "tool_choice": (lambda v: v in (None, "none", "auto"), "tool calling is not supported by this server (only \"none\" / \"auto\")"),
+    "tool_choice": (lambda v: v in (None, "none", "auto"),
+                    "tool calling is not supported by this server (only \"none\" / \"auto\")"),
     "function_call": (lambda v: v in (None, "none", "auto"), "function calling is not supported by this server"),
-    "response_format": (lambda v: v is None or v == {"type": "text"}, "structured output is not supported (only {\"type\": \"text\"})"),
+    "response_format": (lambda v: v is None or v == {"type": "text"},
+                        "structured output is not supported (only {\"type\": \"text\"})"),
     "modalities": (lambda v: v in (None, ["text"]), "only text output is supported"),
     "store": (lambda v: not v, "this server stores no completions"),
     "service_tier": (lambda v: v in (None, "auto", "default"), "there are no service tiers here"),
@@ -546,19 +561,25 @@ def _check_values(req: _Sampling, vocab_size: int):
     stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
     if len(stops) > 4: bad("stop", f"at most 4 stop sequences, got {len(stops)}")
     for k, v in (req.logit_bias or {}).items():
-        if not (k.isdigit() and int(k) < vocab_size): bad("logit_bias", f"keys must be token ids in [0, {vocab_size}), got {k!r}")
+        if not (k.isdigit() and int(k) < vocab_size):
+            bad("logit_bias", f"keys must be token ids in [0, {vocab_size}), got {k!r}")
         if not -100 <= v <= 100: bad("logit_bias", f"biases must be in [-100, 100], got {v}")
     if isinstance(req, ChatRequest) and req.top_logprobs is not None and not req.logprobs:
         bad("top_logprobs", "requires logprobs: true")
     if isinstance(req, CompletionRequest):
         if req.best_of is not None and req.best_of != (req.n or 1):
-            bad("best_of", f"only best_of = n is supported (no ranking of candidates), got best_of={req.best_of}, n={req.n or 1}", "unsupported_parameter")
-        if req.echo and req.logprobs is not None: bad("echo", "echo together with logprobs is not supported (no prompt log-probabilities)", "unsupported_parameter")
+            bad("best_of", f"only best_of = n is supported (no ranking of candidates), got best_of={req.best_of}, "
+                           f"n={req.n or 1}", "unsupported_parameter")
+        if req.echo and req.logprobs is not None:
+            bad("echo", "echo together with logprobs is not supported (no prompt log-probabilities)",
+                "unsupported_parameter")
 
 # %% ../nbs/12_serve.ipynb #5a1d0c16
 async def read_body(request: Request, limit: int) -> bytes:
     "The request body, refused with 413 as soon as it is known to exceed `limit` bytes (by its Content-Length: unread)."
-    def too_big(n): return APIError(413, f"the request body is {n} bytes; this server accepts at most {limit} (--max_body_bytes)", code="request_too_large")
+    def too_big(n):
+        return APIError(413, f"the request body is {n} bytes; this server accepts at most {limit} (--max_body_bytes)",
+                        code="request_too_large")
     cl = request.headers.get("content-length")
     if cl is not None:
         if not cl.isdigit(): raise APIError(400, f"invalid Content-Length {cl!r}", code="invalid_request")
@@ -620,7 +641,8 @@ class Metrics:
                     acc = 0
                     for b, c in zip(self.BUCKETS, counts):
                         acc += c; out.append(f"{name}_bucket{self._lab(le=b)} {acc}")
-                    out += [f"{name}_bucket{self._lab(le='+Inf')} {n}", f"{name}_sum{self._lab()} {total}", f"{name}_count{self._lab()} {n}"]
+                    out += [f"{name}_bucket{self._lab(le='+Inf')} {n}", f"{name}_sum{self._lab()} {total}",
+                            f"{name}_count{self._lab()} {n}"]
         return "\n".join(out) + "\n"
 
 # %% ../nbs/12_serve.ipynb #ad1e7746
@@ -642,7 +664,8 @@ class _LoopSink:
         for q, ev in items: q.put_nowait(ev)
 
 class _Generation:
-    "Async iterator over (text, finish_reason | None, [(token, logprob, top)]) of one engine request; `usage` when done."
+    ("Async iterator over (text, finish_reason | None, [(token, logprob, top)]) of one engine request; "
+     "`usage` when done.")
     def __init__(self, st: "ServerState", req: GenRequest, stops: list[str], is_disconnected=None):
         self.st, self.req, self.stops, self.is_disconnected = st, req, stops, is_disconnected
         self.completion_tokens, self._next_check, self.q, self._timer = 0, time.monotonic() + 1.0, None, None
@@ -659,7 +682,8 @@ class _Generation:
     @property
     def usage(self) -> dict:
         p = len(self.req.prompt_ids)
-        return {"prompt_tokens": p, "completion_tokens": self.completion_tokens, "total_tokens": p + self.completion_tokens}
+        return {"prompt_tokens": p, "completion_tokens": self.completion_tokens,
+                "total_tokens": p + self.completion_tokens}
 
     async def _next_events(self) -> list[tuple] | None:
         """The next event and any others already waiting (a consumer that fell behind catches up in one piece);
@@ -686,7 +710,8 @@ class _Generation:
                 for ev in evs:
                     if ev[0] == "token":
                         self.completion_tokens += 1
-                        m.observe("vllm:time_to_first_token_seconds" if last is None else "vllm:inter_token_latency_seconds",
+                        m.observe("vllm:time_to_first_token_seconds" if last is None
+                                      else "vllm:inter_token_latency_seconds",
                                   now - (self.t0 if last is None else last))
                         last = now
                         piece, hit = stop.push(text.push(ev[1]))
@@ -703,7 +728,8 @@ class _Generation:
                         yield "".join(out), reason, lps; return
                     elif ev[0] == "timeout":
                         m.inc("minillm:request_rejected_total", reason="timeout")
-                        raise APIError(504, f"the request did not finish within this server's timeout of {self.st.request_timeout:g} s "
+                        raise APIError(504, "the request did not finish within this server's timeout of "
+                                            f"{self.st.request_timeout:g} s "
                                        "(--request_timeout)", type="server_error", code="timeout")
                     else:
                         m.inc("minillm:request_rejected_total", reason="engine_error")
@@ -712,7 +738,8 @@ class _Generation:
         finally:
             self.req.cancel()
             if self._timer is not None: self._timer.cancel()
-            m.inc("vllm:prompt_tokens_total", len(self.req.prompt_ids)); m.inc("vllm:generation_tokens_total", self.completion_tokens)
+            m.inc("vllm:prompt_tokens_total", len(self.req.prompt_ids))
+            m.inc("vllm:generation_tokens_total", self.completion_tokens)
 
 async def _merged(gens: list[_Generation]):
     "(choice index, item) from several generations as their items arrive; one generation is iterated directly."
@@ -738,7 +765,8 @@ async def _merged(gens: list[_Generation]):
 
 # %% ../nbs/12_serve.ipynb #5a1d0c21
 def split_reasoning(text: str) -> tuple[str | None, str]:
-    "(reasoning, content) of a reply: the think block (None without one) and the answer; text without tags is all content."
+    ("(reasoning, content) of a reply: the think block (None without one) and the answer; "
+     "text without tags is all content.")
     think, answer = split_think(text)
     return (None, text) if think is None and "<answer>" not in text else (think, answer)
 
@@ -758,7 +786,8 @@ class ReasoningStream:
     def push(self, piece: str) -> tuple[str, str]:
         self.text += piece
         t, cut = self.text, self.text.rfind("<")
-        if cut >= 0 and any(tag.startswith(t[cut:]) and tag != t[cut:] for tag in THINK_TAGS): t = t[:cut]   # half a tag
+        # half a tag
+        if cut >= 0 and any(tag.startswith(t[cut:]) and tag != t[cut:] for tag in THINK_TAGS): t = t[:cut]
         return self._delta(t)
 
     def done(self) -> tuple[str, str]: return self._delta(self.text, final=True)
@@ -772,7 +801,8 @@ class ServerState:
     model_name: str = "minillm"
     api_key: str | None = None
     default_max_tokens: int = 512
-    think: str = "inline"                   # "inline" (as generated), "hide" (answer only), "separate" (reasoning_content)
+    # "inline" (as generated), "hide" (answer only), "separate" (reasoning_content)
+    think: str = "inline"
     max_queue: int = 256
     request_timeout: float | None = 600.0
     max_body_bytes: int = 2 * 2 ** 20
@@ -785,7 +815,8 @@ class ServerState:
         self.metrics, self._token_str = Metrics(self.model_name), {}
 
     def token_str(self, i: int) -> str:
-        if i not in self._token_str: self._token_str[i] = self.tok.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if i not in self._token_str:
+            self._token_str[i] = self.tok.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return self._token_str[i]
 
 def _auth(st: ServerState, request: Request):
@@ -796,12 +827,15 @@ def _auth(st: ServerState, request: Request):
 
 def _check_model(st: ServerState, name: str | None):
     if name is not None and name != st.model_name:
-        raise APIError(404, f"the model {name!r} does not exist; this server serves {st.model_name!r}", param="model", code="model_not_found")
+        raise APIError(404, f"the model {name!r} does not exist; this server serves {st.model_name!r}", param="model",
+                       code="model_not_found")
 
 def _check_chars(st: ServerState, chars: int, param: str):
     if chars > st.ctx * st.max_token_chars:
-        raise APIError(400, f"This model's maximum context length is {st.ctx} tokens; the {param} are {chars} characters, "
-                       f"more than {st.ctx} tokens can hold. Please reduce the length of the {param}.", param=param, code="context_length_exceeded")
+        raise APIError(400,
+                       f"This model's maximum context length is {st.ctx} tokens; the {param} are {chars} characters, "
+                       f"more than {st.ctx} tokens can hold. Please reduce the length of the {param}.", param=param,
+                       code="context_length_exceeded")
 
 def prepare_chat(st: ServerState, raw: bytes) -> tuple[ChatRequest, list[int]]:
     "Parse and check a chat body, render the chat template, tokenize (run off the event loop)."
@@ -811,10 +845,12 @@ def prepare_chat(st: ServerState, raw: bytes) -> tuple[ChatRequest, list[int]]:
     for m in req.messages:
         content = m.content if isinstance(m.content, str) else "".join(p.text for p in (m.content or []))
         chars += len(content)
-        msgs.append({"role": "system" if m.role == "developer" else m.role, "content": content} | ({"name": m.name} if m.name else {}))
+        msgs.append({"role": "system" if m.role == "developer" else m.role, "content": content}
+                    | ({"name": m.name} if m.name else {}))
     _check_chars(st, chars, "messages")
     try: ids = chat_prompt_ids(st.tok, msgs)
-    except Exception as e: raise APIError(400, f"messages: the chat template rejected them: {e}", param="messages") from None
+    except Exception as e:
+        raise APIError(400, f"messages: the chat template rejected them: {e}", param="messages") from None
     return req, ids
 
 def prepare_completion(st: ServerState, raw: bytes) -> tuple[CompletionRequest, list[int], str]:
@@ -823,7 +859,9 @@ def prepare_completion(st: ServerState, raw: bytes) -> tuple[CompletionRequest, 
     _check_model(st, req.model); _check_values(req, st.vocab_size)
     p = req.prompt
     if isinstance(p, list) and p and isinstance(p[0], str):
-        if len(p) != 1: raise APIError(400, "prompt: only one prompt per request is supported", param="prompt", code="invalid_value")
+        if len(p) != 1:
+            raise APIError(400, "prompt: only one prompt per request is supported", param="prompt",
+                           code="invalid_value")
         p = p[0]
     if isinstance(p, str):
         _check_chars(st, len(p), "prompt")
@@ -831,7 +869,8 @@ def prepare_completion(st: ServerState, raw: bytes) -> tuple[CompletionRequest, 
     else:
         ids = list(p)
         if any(not 0 <= i < st.vocab_size for i in ids):
-            raise APIError(400, f"prompt: token ids must be in [0, {st.vocab_size})", param="prompt", code="invalid_value")
+            raise APIError(400, f"prompt: token ids must be in [0, {st.vocab_size})", param="prompt",
+                           code="invalid_value")
     if not ids: raise APIError(400, "prompt: must not be empty", param="prompt", code="invalid_value")
     echo = (p if isinstance(p, str) else st.tok.decode(ids)) if req.echo else ""
     return req, ids, echo
@@ -842,28 +881,33 @@ def generations(st: ServerState, req: _Sampling, ids: list[int], is_disconnected
     param = "messages" if chat else "prompt"
     asked = req.max_completion_tokens or req.max_tokens
     if p >= st.ctx:
-        raise APIError(400, f"This model's maximum context length is {st.ctx} tokens. However, your request has {p} input tokens. "
-                       f"Please reduce the length of the {param}.", param=param, code="context_length_exceeded")
+        raise APIError(
+            400, f"This model's maximum context length is {st.ctx} tokens. However, your request has {p} input tokens. "
+            f"Please reduce the length of the {param}.", param=param, code="context_length_exceeded")
     if asked is not None and p + asked > st.ctx:
-        raise APIError(400, f"This model's maximum context length is {st.ctx} tokens. However, you requested {p + asked} tokens "
-                       f"({p} in the {param}, {asked} in the completion). Please reduce the length of the {param} or completion.",
-                       param="max_tokens", code="context_length_exceeded")
+        raise APIError(
+            400, f"This model's maximum context length is {st.ctx} tokens. However, you requested {p + asked} tokens "
+            f"({p} in the {param}, {asked} in the completion). "
+            f"Please reduce the length of the {param} or completion.", param="max_tokens",
+            code="context_length_exceeded")
     n, e = req.n or 1, st.engine
     if e.active + e.queued + n > e.max_batch + st.max_queue:
         st.metrics.inc("minillm:request_rejected_total", reason="queue_full")
-        raise APIError(503, f"the server is busy: {e.active} requests running, {e.queued} waiting (--max_queue {st.max_queue}); "
-                       "retry shortly", type="server_error", code="server_overloaded", headers={"Retry-After": "1"})
+        raise APIError(
+            503, f"the server is busy: {e.active} requests running, {e.queued} waiting (--max_queue {st.max_queue}); "
+            "retry shortly", type="server_error", code="server_overloaded", headers={"Retry-After": "1"})
     lp = ((req.top_logprobs or 0) if req.logprobs else None) if chat else req.logprobs
     stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     gens = []
     for i in range(n):
         seed = None if req.seed is None else (req.seed if i == 0 else (req.seed + i) % 2 ** 64)
         g = GenRequest(ids, max_tokens=asked or min(st.default_max_tokens, st.ctx - p),
-                       temperature=1.0 if req.temperature is None else req.temperature, top_p=1.0 if req.top_p is None else req.top_p,
-                       top_k=max(0, req.top_k or 0), seed=seed, stop_ids=() if req.ignore_eos else st.stop_ids,
-                       presence_penalty=req.presence_penalty or 0.0, frequency_penalty=req.frequency_penalty or 0.0,
-                       repetition_penalty=req.repetition_penalty or 1.0,
-                       logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None, logprobs=lp)
+                       temperature=1.0 if req.temperature is None else req.temperature,
+                       top_p=1.0 if req.top_p is None else req.top_p, top_k=max(0, req.top_k or 0), seed=seed,
+                       stop_ids=() if req.ignore_eos else st.stop_ids, presence_penalty=req.presence_penalty or 0.0,
+                       frequency_penalty=req.frequency_penalty or 0.0, repetition_penalty=req.repetition_penalty or 1.0,
+                       logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None,
+                       logprobs=lp)
         gens.append(_Generation(st, g, stops, None if req.stream else is_disconnected).start())
     return gens, p
 
@@ -913,7 +957,8 @@ def _usage(p: int, gens: list[_Generation]) -> dict:
     c = sum(g.completion_tokens for g in gens)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
-async def respond_json(st: ServerState, req: _Sampling, gens: list[_Generation], p: int, chat: bool, echo: str = "") -> dict:
+async def respond_json(st: ServerState, req: _Sampling, gens: list[_Generation], p: int, chat: bool,
+                       echo: str = "") -> dict:
     try: results = await asyncio.gather(*(_collect(g) for g in gens))
     finally:
         for g in gens: g.req.cancel()
@@ -925,21 +970,28 @@ async def respond_json(st: ServerState, req: _Sampling, gens: list[_Generation],
         else:
             choices.append({"index": i, "text": echo + text, "finish_reason": reason,
                             "logprobs": completion_logprobs(st, lps, len(echo)) if req.logprobs is not None else None})
-    return {"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": st.model_name, "choices": choices, "usage": _usage(p, gens)}
+    return {"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
+            "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+            "model": st.model_name, "choices": choices, "usage": _usage(p, gens)}
 
-def respond_stream(st: ServerState, req: _Sampling, gens: list[_Generation], p: int, chat: bool, echo: str = "") -> StreamingResponse:
+def respond_stream(st: ServerState, req: _Sampling, gens: list[_Generation], p: int, chat: bool,
+                   echo: str = "") -> StreamingResponse:
     rid, now = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], int(time.time())
-    obj, include_usage = "chat.completion.chunk" if chat else "text_completion", bool(req.stream_options and req.stream_options.include_usage)
+    obj, include_usage = ("chat.completion.chunk" if chat else "text_completion",
+                          bool(req.stream_options and req.stream_options.include_usage))
 
     def chunk(i, fields: dict | None = None, reason=None, lps=None, role=False):
         if chat:
             delta = ({"role": "assistant", "content": ""} if role else {}) | (fields or {})
-            c = {"index": i, "delta": delta, "logprobs": chat_logprobs(st, lps) if lps else None, "finish_reason": reason}
+            c = {"index": i, "delta": delta, "logprobs": chat_logprobs(st, lps) if lps else None,
+                 "finish_reason": reason}
         else:
             c = {"index": i, "text": (fields or {}).get("content", ""), "logprobs": None, "finish_reason": reason}
-            if lps: c["logprobs"] = completion_logprobs(st, lps, offsets[i]); offsets[i] += sum(len(st.token_str(t)) for t, *_ in lps)
-        return sse({"id": rid, "object": obj, "created": now, "model": st.model_name, "choices": [c]} | ({"usage": None} if include_usage else {}))
+            if lps:
+                c["logprobs"] = completion_logprobs(st, lps, offsets[i])
+                offsets[i] += sum(len(st.token_str(t)) for t, *_ in lps)
+        return sse({"id": rid, "object": obj, "created": now, "model": st.model_name, "choices": [c]}
+                   | ({"usage": None} if include_usage else {}))
 
     offsets = [len(echo)] * len(gens)
     async def events():
@@ -954,14 +1006,16 @@ def respond_stream(st: ServerState, req: _Sampling, gens: list[_Generation], p: 
                 if fields or lps: yield chunk(i, fields, lps=lps)
                 if reason is not None: yield chunk(i, reason=reason)
             if include_usage:
-                yield sse({"id": rid, "object": obj, "created": now, "model": st.model_name, "choices": [], "usage": _usage(p, gens)})
+                yield sse({"id": rid, "object": obj, "created": now, "model": st.model_name, "choices": [],
+                           "usage": _usage(p, gens)})
         except APIError as e:
             yield sse(error_body(e.message, e.type, e.param, e.code))
         finally:
             for g in gens: g.req.cancel()
         yield sse("[DONE]")
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 # %% ../nbs/12_serve.ipynb #5a1d0c29
 _BODIES = {"/v1/chat/completions": ChatRequest, "/v1/completions": CompletionRequest}
@@ -984,12 +1038,14 @@ def openapi_schema(app: FastAPI, st: ServerState) -> dict:
                 if st.api_key: op["security"], codes["401"] = [{"bearer": []}], "missing or wrong API key"
                 if path == "/v1/models/{name}": codes["404"] = "no such model"
             if path in _BODIES:
-                op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{_BODIES[path].__name__}"}}}}
+                op["requestBody"] = {"required": True, "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{_BODIES[path].__name__}"}}}}
                 op["responses"]["200"]["content"]["text/event-stream"] = {"schema": {"type": "string"}}
-                codes |= {"400": "malformed JSON, a value out of range, an unknown or unsupported field, a prompt too long",
-                          "404": "no such model", "413": "the body is larger than --max_body_bytes",
-                          "422": "the body does not match the schema", "503": "the queue is full (Retry-After)",
-                          "504": "the request ran past --request_timeout"}
+                codes |= {
+                    "400": "malformed JSON, a value out of range, an unknown or unsupported field, a prompt too long",
+                    "404": "no such model", "413": "the body is larger than --max_body_bytes",
+                    "422": "the body does not match the schema", "503": "the queue is full (Retry-After)",
+                    "504": "the request ran past --request_timeout"}
             for c, d in codes.items(): op["responses"][c] = {"description": d, **err}
     app.openapi_schema = s
     return s
@@ -1003,7 +1059,8 @@ def _error_handlers(app: FastAPI, st: ServerState):
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, e):
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
-        return JSONResponse(error_body(f"{request.method} {request.url.path}: {e.detail}", code=code), status_code=e.status_code)
+        return JSONResponse(error_body(f"{request.method} {request.url.path}: {e.detail}", code=code),
+                            status_code=e.status_code)
 
     @app.exception_handler(Exception)
     async def _server_error(request, e):
@@ -1016,9 +1073,10 @@ def create_app(model, tok, model_name: str = "minillm", api_key: str | None = No
                max_body_bytes: int = 2 * 2 ** 20, prefill_chunk: int = 256) -> FastAPI:
     """The OpenAI-compatible FastAPI app serving `model` (a MiniLLM model, eval mode) with tokenizer `tok`.
     `api_key`: required as `Authorization: Bearer <key>` on /v1 routes. The engine runs while the app does."""
-    st = ServerState(engine or BatchEngine(model, max_batch=max_batch, prefill_chunk=prefill_chunk), tok, model_name, api_key,
-                     default_max_tokens, "separate" if reasoning_content else ("inline" if show_think else "hide"),
-                     max_queue, request_timeout or None, max_body_bytes)
+    st = ServerState(engine or BatchEngine(model, max_batch=max_batch, prefill_chunk=prefill_chunk), tok, model_name,
+                     api_key, default_max_tokens,
+                     "separate" if reasoning_content else ("inline" if show_think else "hide"), max_queue,
+                     request_timeout or None, max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -1031,7 +1089,8 @@ def create_app(model, tok, model_name: str = "minillm", api_key: str | None = No
     app.state.engine, app.state.model_name, app.state.server = st.engine, model_name, st
     _error_handlers(app, st)
     app.openapi = lambda: openapi_schema(app, st)
-    model_card = lambda: {"id": model_name, "object": "model", "created": st.created, "owned_by": "minillm", "max_model_len": st.ctx}
+    model_card = lambda: {"id": model_name, "object": "model", "created": st.created, "owned_by": "minillm",
+                          "max_model_len": st.ctx}
 
     @app.get("/health")
     async def health():
@@ -1059,7 +1118,8 @@ def create_app(model, tok, model_name: str = "minillm", api_key: str | None = No
         _auth(st, request)
         req, ids = await asyncio.to_thread(prepare_chat, st, await read_body(request, st.max_body_bytes))
         gens, p = generations(st, req, ids, request.is_disconnected)
-        return respond_stream(st, req, gens, p, chat=True) if req.stream else await respond_json(st, req, gens, p, chat=True)
+        return (respond_stream(st, req, gens, p, chat=True) if req.stream
+                else await respond_json(st, req, gens, p, chat=True))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -1073,11 +1133,14 @@ def create_app(model, tok, model_name: str = "minillm", api_key: str | None = No
 
 # %% ../nbs/12_serve.ipynb #406d6dcb
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m minillm.serve", description="An OpenAI-compatible API server for a MiniLLM (or transformers) model.")
-    p.add_argument("--ckpt", help="a checkpoint folder (MiniLLM, or a transformers llama/qwen2/qwen3 model); default: picked by --out_dir/--model_mode/--dim")
+    p = argparse.ArgumentParser(prog="python -m minillm.serve",
+                                description="An OpenAI-compatible API server for a MiniLLM (or transformers) model.")
+    p.add_argument("--ckpt", help="a checkpoint folder (MiniLLM, or a transformers llama/qwen2/qwen3 model); default: "
+                                  "picked by --out_dir/--model_mode/--dim")
     p.add_argument("--out_dir", default="./out")
     p.add_argument("--model_mode", type=int, default=1, help="0 pretrain, 1 full_sft, 2 rlhf (with --out_dir, --dim)")
-    p.add_argument("--dim", type=int, default=None, help="choose <stage>_<dim>; default: the only one in --out_dir, else 512")
+    p.add_argument("--dim", type=int, default=None,
+                   help="choose <stage>_<dim>; default: the only one in --out_dir, else 512")
     p.add_argument("--use_moe", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--lora_name", help="apply the adapter <out_dir>/lora_<name>_<dim>")
     p.add_argument("--lora_path", help="apply the adapter in this folder")
@@ -1092,14 +1155,17 @@ def parser() -> argparse.ArgumentParser:
                    help="require `Authorization: Bearer <key>` (default: $MINILLM_API_KEY, else no key)")
     p.add_argument("--model_name", help="the model id clients send (default: the checkpoint folder's name)")
     p.add_argument("--show_think", action=argparse.BooleanOptionalAction, default=True,
-                   help="chat replies of a reasoning model include its <think> block (--no-show_think: the answer only)")
+                   help="chat replies of a reasoning model include its <think> block (--no-show_think: "
+                        "the answer only)")
     p.add_argument("--reasoning_content", action=argparse.BooleanOptionalAction, default=False,
-                   help="chat replies carry the <think> block in a separate `reasoning_content` field (DeepSeek / vLLM)")
+                   help="chat replies carry the <think> block in a separate "
+                        "`reasoning_content` field (DeepSeek / vLLM)")
     p.add_argument("--max_batch", type=int, default=16, help="requests decoded together at most; more wait in a queue")
     p.add_argument("--max_queue", type=int, default=256, help="requests waiting at most; beyond, 503 with Retry-After")
     p.add_argument("--request_timeout", type=float, default=600, help="seconds a request may take in all (0: no limit)")
     p.add_argument("--max_body_bytes", type=int, default=2 * 2 ** 20, help="larger request bodies get 413")
-    p.add_argument("--prefill_chunk", type=int, default=256, help="prompt tokens per prefill forward; longer prompts are "
+    p.add_argument("--prefill_chunk", type=int, default=256,
+                   help="prompt tokens per prefill forward; longer prompts are "
                    "prefilled in chunks between decode steps (0: whole prompts)")
     p.add_argument("--max_tokens", type=int, default=512, help="tokens generated when a request gives no max_tokens")
     p.add_argument("--threads", type=int, help="torch CPU threads for the model (default on CPU: all cores but one, "
@@ -1116,7 +1182,8 @@ def load_served_model(a: argparse.Namespace):
     dev = resolve_device(a.device)
     model, tok = load_chat_model(ckpt, out_dir=a.out_dir, model_mode=a.model_mode, use_moe=a.use_moe,
                                  lora_name=a.lora_name, lora_path=a.lora_path, tokenizer_dir=a.tokenizer_dir,
-                                 device=dev, dtype=resolve_dtype(a.dtype, str(dev)), trust_remote_code=a.trust_remote_code)
+                                 device=dev, dtype=resolve_dtype(a.dtype, str(dev)),
+                                 trust_remote_code=a.trust_remote_code)
     adapter = a.lora_name or (os.path.basename(os.path.normpath(a.lora_path)) if a.lora_path else None)
     name = a.model_name or os.path.basename(os.path.normpath(str(ckpt))) + (f"+{adapter}" if adapter else "")
     return model, tok, name
@@ -1128,9 +1195,10 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
     if model.device.type == "cpu": torch.set_num_threads(a.threads or max(1, torch.get_num_threads() - 1))
-    app = create_app(model, tok, model_name=name, api_key=a.api_key, max_batch=a.max_batch, default_max_tokens=a.max_tokens,
-                     show_think=a.show_think, reasoning_content=a.reasoning_content, max_queue=a.max_queue,
-                     request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, prefill_chunk=a.prefill_chunk)
+    app = create_app(model, tok, model_name=name, api_key=a.api_key, max_batch=a.max_batch,
+                     default_max_tokens=a.max_tokens, show_think=a.show_think, reasoning_content=a.reasoning_content,
+                     max_queue=a.max_queue, request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes,
+                     prefill_chunk=a.prefill_chunk)
     print(f"serving {name!r} ({model.num_parameters() / 1e6:.1f}M parameters, context {model.config.max_seq_len}, "
           f"{model.device}, {next(model.parameters()).dtype}) at http://{a.host}:{a.port}/v1"
           + (" (API key required)" if a.api_key else ""), flush=True)
@@ -1143,14 +1211,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
-def launch_server(args: list[str], port: int, timeout: float = 120, env: dict | None = None, log=subprocess.DEVNULL) -> subprocess.Popen:
+def launch_server(args: list[str], port: int, timeout: float = 120, env: dict | None = None,
+                  log=subprocess.DEVNULL) -> subprocess.Popen:
     "Start `python -m minillm.serve <args> --port <port>` and wait until /health answers."
     import httpx
-    proc = subprocess.Popen([sys.executable, "-m", "minillm.serve", *args, "--port", str(port), "--log_level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "minillm.serve", *args, "--port", str(port),
+                             "--log_level", "warning"], stdout=log,
+                            stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else subprocess.DEVNULL, env=env)
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if proc.poll() is not None: raise RuntimeError(f"the server exited with code {proc.returncode} before answering")
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode} before answering")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200: return proc
         except httpx.HTTPError: pass
@@ -1174,7 +1245,8 @@ def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
-async def _itl_phase(base: str, headers: dict, prompt: str, streams: int, tokens: int, long_ids: list[int] | None) -> dict:
+async def _itl_phase(base: str, headers: dict, prompt: str, streams: int, tokens: int,
+                     long_ids: list[int] | None) -> dict:
     """`streams` concurrent greedy streams; the gaps between content events. With `long_ids`, that prompt is sent
     (to /v1/completions, 1 token) once every stream has 5 tokens, and the streams stop 5 tokens after it is answered."""
     import httpx
@@ -1195,10 +1267,12 @@ async def _itl_phase(base: str, headers: dict, prompt: str, streams: int, tokens
         if long_ids is not None:
             while min(counts) < 5: await asyncio.sleep(0.005)
             t0 = time.perf_counter()
-            r = await client.post(base + "/v1/completions", headers=headers, json={"prompt": long_ids, "max_tokens": 1, "temperature": 0})
+            r = await client.post(base + "/v1/completions", headers=headers,
+                                  json={"prompt": long_ids, "max_tokens": 1, "temperature": 0})
             r.raise_for_status(); long_s = time.perf_counter() - t0
             seen = list(counts)
-            while min(c - s for c, s in zip(counts, seen)) < 5 and not all(t.done() for t in tasks): await asyncio.sleep(0.005)
+            while min(c - s for c, s in zip(counts, seen)) < 5 and not all(t.done() for t in tasks):
+                await asyncio.sleep(0.005)
             stop.set()
         times = await asyncio.gather(*tasks)
     gaps = [b - a for t in times for a, b in zip(t, t[1:])]
@@ -1223,7 +1297,8 @@ def bench_serve(server_args: list[str], clients=(1, 4, 8), requests_per_client: 
     async def round_(n):
         async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as client:
             async def one_client():
-                return [await _stream_once(client, base + "/v1/chat/completions", payload, headers) for _ in range(requests_per_client)]
+                return [await _stream_once(client, base + "/v1/chat/completions", payload, headers)
+                        for _ in range(requests_per_client)]
             t0 = time.perf_counter()
             res = await asyncio.gather(*[one_client() for _ in range(n)])
             return time.perf_counter() - t0, [x for r in res for x in r]
@@ -1235,13 +1310,15 @@ def bench_serve(server_args: list[str], clients=(1, 4, 8), requests_per_client: 
                 before = httpx.get(base + "/health").json()
                 wall, res = asyncio.run(round_(n))
                 after = httpx.get(base + "/health").json()
-                runs[n].append((wall, res, after["decode_steps"] - before["decode_steps"], after["decode_rows"] - before["decode_rows"]))
+                runs[n].append((wall, res, after["decode_steps"] - before["decode_steps"],
+                                after["decode_rows"] - before["decode_rows"]))
         if itl_streams:
             card = httpx.get(base + "/v1/models", headers=headers).json()["data"][0]
             L = min(long_prompt, card["max_model_len"] - 200)
             long_ids = [int(i) for i in torch.randint(10, 1000, (L,), generator=torch.Generator().manual_seed(0))]
             itl.append(asyncio.run(_itl_phase(base, headers, prompt, itl_streams, max_tokens, None)))
-            itl.append(asyncio.run(_itl_phase(base, headers, prompt, itl_streams, card["max_model_len"] - 100, long_ids)))
+            itl.append(
+                asyncio.run(_itl_phase(base, headers, prompt, itl_streams, card["max_model_len"] - 100, long_ids)))
     finally:
         proc.terminate()
         try: proc.wait(10)
@@ -1260,7 +1337,8 @@ def run_serve_bench(ckpt: str | None = None, cfg: dict | None = None, clients=(1
                     device: str = "cpu", requests_per_client: int = 2, dtype: str | None = None,
                     threads: int | None = None, rounds: int = 3, server_args: Iterable[str] = (),
                     itl_streams: int = 4, long_prompt: int = 6000) -> tuple[list[dict], str]:
-    "`bench_serve` on checkpoint `ckpt`, or on a random model of config `cfg` (saved to a temporary folder); (rows, title)."
+    ("`bench_serve` on checkpoint `ckpt`, or on a random model of config `cfg` (saved to a temporary folder); (rows, "
+     "title).")
     import tempfile
     with tempfile.TemporaryDirectory() as d:
         if ckpt is None:
@@ -1273,20 +1351,25 @@ def run_serve_bench(ckpt: str | None = None, cfg: dict | None = None, clients=(1
         rows = bench_serve(["--ckpt", str(ckpt), "--device", device] + (["--dtype", dtype] if dtype else [])
                            + (["--threads", str(threads)] if threads else []) + list(server_args), clients,
                            requests_per_client, max_tokens, rounds, itl_streams=itl_streams, long_prompt=long_prompt)
-    title = (f"OpenAI server, streaming clients, {requests_per_client} requests each of {max_tokens} generated tokens (greedy, "
-             f"ignore_eos): {what}, device {device}, torch {torch.__version__}, server threads {threads or f'default ({max(1, torch.get_num_threads() - 1)} on CPU)'}"
+    title = (f"OpenAI server, streaming clients, {requests_per_client} requests each of {max_tokens} "
+             "generated tokens (greedy, "
+             f"ignore_eos): {what}, device {device}, torch {torch.__version__}, "
+             f"server threads {threads or f'default ({max(1, torch.get_num_threads() - 1)} on CPU)'}"
              + (f", server {' '.join(server_args)}" if server_args else ""))
     return rows, title
 
 def format_serve_table(rows: list[dict], title: str = "") -> str:
-    out = [title, "", "| concurrent clients | requests per round | generated tokens per round | tokens/s (aggregate, median of rounds) | vs 1 client | TTFT median | rows per decode step |",
+    out = [title, "", "| concurrent clients | requests per round | generated tokens per round | tokens/s (aggregate, "
+                      "median of rounds) | vs 1 client | TTFT median | rows per decode step |",
            "|---|---|---|---|---|---|---|"]
     out += [f"| {r['clients']} | {r['requests']} | {r['tokens']} | {r['tokens_per_s']:.0f} | {r['ratio']:.2f}× | "
             f"{r['ttft_median_s'] * 1000:.0f} ms | {r['mean_batch']:.2f} |" for r in rows if "clients" in r]
     itl = [r for r in rows if "phase" in r]
     if itl:
-        out += ["", "| inter-token latency | gaps | p50 | p99 | longest stall | long prompt answered in |", "|---|---|---|---|---|---|"]
-        out += [f"| {r['phase']} | {r['gaps']} | {r['itl_p50_ms']:.0f} ms | {r['itl_p99_ms']:.0f} ms | {r['stall_ms']:.0f} ms | "
+        out += ["", "| inter-token latency | gaps | p50 | p99 | longest stall | long prompt answered in |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {r['phase']} | {r['gaps']} | {r['itl_p50_ms']:.0f} ms | {r['itl_p99_ms']:.0f} ms | "
+                f"{r['stall_ms']:.0f} ms | "
                 + (f"{r['long_prompt_s']:.1f} s |" if r["long_prompt_s"] is not None else "– |") for r in itl]
     return "\n".join(out)
 

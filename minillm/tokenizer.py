@@ -55,8 +55,10 @@ def iter_texts(sources: str | Path | Iterable) -> Iterator[str]:
                 for i, line in enumerate(f, 1):
                     if not line.strip(): continue
                     try: rec = json.loads(line)
-                    except json.JSONDecodeError as e: raise ValueError(f"{path}:{i}: malformed JSON ({e.msg})") from None
-                    if not isinstance(rec, dict): raise ValueError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{i}: malformed JSON ({e.msg})") from None
+                    if not isinstance(rec, dict):
+                        raise ValueError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
                     yield from _record_texts(rec)
             else:
                 para = []
@@ -76,7 +78,8 @@ def chatml_template(default_system: str | None = DEFAULT_SYSTEM_PROMPT) -> str:
             "{%- for message in messages %}"
             "{%- if not (loop.first and message['role'] == 'system') %}"
             "{%- if message['role'] == 'assistant' %}"
-            "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
+            "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}"
+            "{% endgeneration %}{{- '\\n' }}"
             "{%- else %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
             "{%- endif %}{%- endif %}{%- endfor %}"
             "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
@@ -112,7 +115,8 @@ def train_tokenizer(texts_or_files, vocab_size: int = 6400, out_dir: str | Path 
     tok.train_from_iterator(counted(), trainer)
     if n_texts == 0: raise ValueError("empty corpus: no non-empty text to train the tokenizer on")
     if tok.get_vocab_size() < vocab_size:
-        warnings.warn(f"the corpus is too small for vocab_size={vocab_size}: learned only {tok.get_vocab_size()} tokens")
+        warnings.warn(
+            f"the corpus is too small for vocab_size={vocab_size}: learned only {tok.get_vocab_size()} tokens")
     # Only the structural tokens are "special"; the reasoning tags must survive decode(skip_special_tokens=True).
     spec = json.loads(tok.to_str())
     for t in spec["added_tokens"]: t["special"] = t["content"] in (EOT, IM_START, IM_END)
@@ -125,7 +129,8 @@ def train_tokenizer(texts_or_files, vocab_size: int = 6400, out_dir: str | Path 
 
 # %% ../nbs/01_tokenizer.ipynb #4963198a
 def split_think(text: str) -> tuple[str | None, str]:
-    "(thinking, answer) of a reasoning model's output; thinking is None without a think block, and the answer tags are removed."
+    ("(thinking, answer) of a reasoning model's output; thinking is None without a think block, "
+     "and the answer tags are removed.")
     import re
     m = re.search(r"<think>(.*?)(</think>|$)", text, re.S)
     think = m.group(1).strip() if m else None
@@ -152,7 +157,8 @@ def _from_pretrained(src: str, trust_remote_code: bool, **kwargs):
     except ImportError as e:                        # e.g. Tekken needs tiktoken, SentencePiece needs sentencepiece
         mod = (getattr(e, "name", None) or "").split(".")[0]
         pkg = _PIP_NAMES.get(mod, mod) or "the package named in: " + str(e).splitlines()[0]
-        raise TokenizerNotFoundError(f"loading the tokenizer from {src!r} needs the Python package {pkg!r}: pip install {pkg}") from None
+        raise TokenizerNotFoundError(
+            f"loading the tokenizer from {src!r} needs the Python package {pkg!r}: pip install {pkg}") from None
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TokenizerNotFoundError(f"could not load a tokenizer from {src!r}: it is not a local folder and the "
@@ -187,15 +193,19 @@ def load_tokenizer(tokenizer_dir: str | Path | None = None, trust_remote_code: b
         except TokenizerNotFoundError as cached_error:
             if "needs the Python package" in str(cached_error): raise
             why = _hub_unreachable(str(src))
-            if why: raise TokenizerNotFoundError(f"could not load a tokenizer from {str(src)!r}: it is not a local folder, "
-                                                 f"not in the local cache, and the hub is not reachable ({why})") from None
+            if why:
+                raise TokenizerNotFoundError(f"could not load a tokenizer from {str(src)!r}: it is not a local folder, "
+                                             "not in the local cache, "
+                                             f"and the hub is not reachable ({why})") from None
             tok = _from_pretrained(str(src), trust_remote_code, **kwargs)
     added, notes = [], []
     if tok.eos_token is None:                       # e.g. Tekken: documents need an end marker to be packed
         vocab = tok.get_vocab()
         found = next((t for t in EOD_CANDIDATES if t in vocab), None)
-        if found: tok.eos_token = found; notes.append(f"no eos token: using {found!r} (id {vocab[found]}) as end of text")
-        else: tok.add_special_tokens({"eos_token": EOT}); added.append(EOT); notes.append(f"no eos token: added {EOT!r}")
+        if found:
+            tok.eos_token = found; notes.append(f"no eos token: using {found!r} (id {vocab[found]}) as end of text")
+        else:
+            tok.add_special_tokens({"eos_token": EOT}); added.append(EOT); notes.append(f"no eos token: added {EOT!r}")
     if tok.pad_token is None:
         if tok.eos_token is not None: tok.pad_token = tok.eos_token
         else: tok.add_special_tokens({"pad_token": "<pad>"}); added.append("<pad>")
@@ -278,8 +288,9 @@ def _config_vocab(folder: Path) -> int | None:
     try: return json.loads((folder / "config.json").read_text()).get("vocab_size")
     except (OSError, ValueError): return None
 
-def tokenizer_for_checkpoint(ckpt_dir: str | Path, tokenizer_dir: str | Path | None = None, trust_remote_code: bool = False,
-                             resize_vocab: bool = False, flag: str = "--tokenizer_dir"):
+def tokenizer_for_checkpoint(ckpt_dir: str | Path, tokenizer_dir: str | Path | None = None,
+                             trust_remote_code: bool = False, resize_vocab: bool = False,
+                             flag: str = "--tokenizer_dir"):
     """The tokenizer to use with the checkpoint at `ckpt_dir`: its own by default. `tokenizer_dir` must agree with it,
     unless `resize_vocab` (then `tokenizer_dir`'s is returned and the caller re-maps rows with `vocab_row_map`)."""
     ckpt = Path(ckpt_dir)
@@ -289,14 +300,16 @@ def tokenizer_for_checkpoint(ckpt_dir: str | Path, tokenizer_dir: str | Path | N
         other = load_tokenizer(tokenizer_dir, trust_remote_code)
         if same_tokenizer(own, other) or resize_vocab: return other
         raise TokenizerMismatchError(
-            f"{flag} {tokenizer_dir} ({len(other)} tokens) is not the tokenizer {ckpt} was trained with ({len(own)} tokens): "
+            f"{flag} {tokenizer_dir} ({len(other)} tokens) "
+            f"is not the tokenizer {ckpt} was trained with ({len(own)} tokens): "
             f"drop {flag} to use the checkpoint's own, or pass --resize_vocab to re-map the vocabulary by token string")
     tok = load_tokenizer(tokenizer_dir, trust_remote_code)
     rows = _config_vocab(ckpt)
     what = tokenizer_dir or "the tokenizer shipped with MiniLLM"
     if rows is not None and rows != len(tok) and not resize_vocab:
-        raise TokenizerMismatchError(f"{ckpt} has no tokenizer and its vocabulary has {rows} rows, but {what} has {len(tok)} "
-                                     f"tokens: pass {flag} with the tokenizer it was trained with")
+        raise TokenizerMismatchError(
+            f"{ckpt} has no tokenizer and its vocabulary has {rows} rows, but {what} has {len(tok)} "
+            f"tokens: pass {flag} with the tokenizer it was trained with")
     warnings.warn(f"{ckpt} has no tokenizer (a checkpoint from an older MiniLLM): assuming {what} ({len(tok)} tokens)")
     return tok
 
@@ -321,7 +334,8 @@ def describe_tokenizer(tok, heldout: dict | None = None) -> str:
     lines += ["  " + l for l in tok.apply_chat_template([{"role": "user", "content": "你好!"}], tokenize=False,
                                                          add_generation_prompt=True).splitlines()]
     for lang, texts in (heldout or {}).items():
-        lines.append(f"held-out {lang}: {chars_per_token(tok, texts):.2f} characters/token over {sum(map(len, texts))} characters")
+        lines.append(f"held-out {lang}: {chars_per_token(tok, texts):.2f} characters/token over "
+                     f"{sum(map(len, texts))} characters")
     return "\n".join(lines)
 
 def main(argv=None):

@@ -31,7 +31,8 @@ def training_dtype(dtype: str, device: str) -> torch.dtype:
     "The dtype a run trains in: `resolve_dtype` (which handles `auto`), and fp16 only where a GradScaler exists."
     dt = resolve_dtype(dtype, device)
     if dt == torch.float16 and not device.startswith("cuda"):
-        raise ValueError(f"--dtype=float16 needs CUDA (GradScaler); on {device} use float32 or auto (fp16 on CPU is ~80x slower)")
+        raise ValueError(
+            f"--dtype=float16 needs CUDA (GradScaler); on {device} use float32 or auto (fp16 on CPU is ~80x slower)")
     return dt
 
 # %% ../nbs/04_trainer.ipynb #b523ca3a
@@ -68,12 +69,14 @@ class ResumableSampler(torch.utils.data.Sampler):
 # %% ../nbs/04_trainer.ipynb #67269bc3
 def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.95), device: str = "cpu", extra=()):
     "AdamW over the trainable parameters of `model` (and `extra` ones, e.g. a loss's projection)."
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad] + [("", p) for p in extra if p.requires_grad]
+    params = ([(n, p) for n, p in model.named_parameters() if p.requires_grad]
+              + [("", p) for p in extra if p.requires_grad])
     if not params: raise ValueError("no trainable parameters: every parameter has requires_grad=False")
     decay = [p for n, p in params if p.dim() >= 2]
     no_decay = [p for n, p in params if p.dim() < 2]
     fused = device.startswith("cuda")
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
                              lr=lr, betas=betas, fused=fused or None)
 
 def lr_lambda(warmup: int, total: int, min_ratio: float):
@@ -102,11 +105,12 @@ def _unwrap_model(model):
     model = getattr(model, "module", model)             # DDP
     return getattr(model, "_orig_mod", model)           # torch.compile
 
-def save_checkpoint(out_dir: str | Path, name: str, model, resume_state: dict | None = None, export_fn: Callable | None = None,
-                    tokenizer=None, finished: bool = True, meta: dict | None = None):
+def save_checkpoint(out_dir: str | Path, name: str, model, resume_state: dict | None = None,
+                    export_fn: Callable | None = None, tokenizer=None, finished: bool = True, meta: dict | None = None):
     """Write model (+ its tokenizer, + resume state) to `out_dir/name` atomically: temp folder, completion marker, swap.
     `export_fn(model, folder)` writes a stage's own artefact instead of the full model (e.g. a LoRA adapter).
-    `finished=False` (a periodic or interrupted save) marks the folder as a partial run, in `COMPLETE` and in `PARTIAL`."""
+    `finished=False` (a periodic or interrupted save) marks the folder as a partial run, in `COMPLETE` and in
+    `PARTIAL`."""
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     final, tmp, old = out / name, out / f"{name}.tmp", out / f"{name}.old"
     if tmp.exists(): shutil.rmtree(tmp)
@@ -116,8 +120,9 @@ def save_checkpoint(out_dir: str | Path, name: str, model, resume_state: dict | 
     if resume_state is not None: torch.save(resume_state, tmp / "resume.pt")
     step = (resume_state or {}).get("step")
     if not finished:
-        (tmp / "PARTIAL").write_text(f"A partial run: saved at step {step} of {(meta or {}).get('total_steps', '?')}, before "
-                                     "training finished. Continue it with the same command and --resume.\n")
+        (tmp / "PARTIAL").write_text(
+            f"A partial run: saved at step {step} of {(meta or {}).get('total_steps', '?')}, before "
+            "training finished. Continue it with the same command and --resume.\n")
     (tmp / "COMPLETE").write_text(json.dumps({"step": step, "finished": finished, **(meta or {})}))
     if final.exists():
         if old.exists(): shutil.rmtree(old)
@@ -161,7 +166,8 @@ def fsdp_full_state(model, optimizer):
     "Gather an FSDP model's full weights and optimizer state (collective; on CPU)."
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict, StateDictOptions
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return _Gathered(model, get_model_state_dict(model, options=opts)), get_optimizer_state_dict(model, optimizer, options=opts)
+    return (_Gathered(model, get_model_state_dict(model, options=opts)),
+            get_optimizer_state_dict(model, optimizer, options=opts))
 
 def fsdp_load_full_state(model, optimizer, model_state: dict, optim_state: dict):
     "Scatter full weights and optimizer state back into an FSDP model's shards."
@@ -211,15 +217,20 @@ def checked(kind, name: str, minimum: float | None = None):
     "An argparse `type` converting with `kind` and refusing values below `minimum`, naming the flag."
     def conv(text):
         try: v = kind(text)
-        except ValueError: raise argparse.ArgumentTypeError(f"--{name} expects {'an integer' if kind is int else 'a number'}, got {text!r}")
-        if minimum is not None and v < minimum: raise argparse.ArgumentTypeError(f"--{name} must be >= {minimum}, got {text}")
-        if kind is float and not math.isfinite(v): raise argparse.ArgumentTypeError(f"--{name} must be finite, got {text}")
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--{name} expects {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if minimum is not None and v < minimum:
+            raise argparse.ArgumentTypeError(f"--{name} must be >= {minimum}, got {text}")
+        if kind is float and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"--{name} must be finite, got {text}")
         return v
     conv.__name__ = kind.__name__
     return conv
 
 def add_train_args(p: argparse.ArgumentParser, **defaults) -> argparse.ArgumentParser:
-    "Add every `TrainArgs` field to parser `p` (booleans as --flag/--no-flag, numbers range-checked), with stage `defaults`."
+    ("Add every `TrainArgs` field to parser `p` (booleans as --flag/--no-flag, numbers range-checked), "
+     "with stage `defaults`.")
     g = p.add_argument_group("training")
     for name, f in TrainArgs.__dataclass_fields__.items():
         default = defaults.get(name, f.default)
@@ -238,13 +249,16 @@ def train_args_from(ns: argparse.Namespace) -> TrainArgs:
 class LossOutput:
     "What a stage's loss returns to the engine."
     loss: torch.Tensor                           # the scalar to backpropagate (a mean over this micro-batch)
-    tokens: torch.Tensor | int | None = None     # target tokens `loss` (or `ce`) averages over: weights validation means
+    # target tokens `loss` (or `ce`) averages over: weights validation means
+    tokens: torch.Tensor | int | None = None
     ce: torch.Tensor | None = None               # the cross-entropy to report as validation loss (default: `loss`)
-    metrics: dict = field(default_factory=dict)  # anything else to log, averaged over the micro-batches of a log interval
+    # anything else to log, averaged over the micro-batches of a log interval
+    metrics: dict = field(default_factory=dict)
 
 class Loss(torch.nn.Module):
     """Base of a stage loss with parameters, state or a per-step hook. `forward(model, batch) -> LossOutput`; its
-    parameters are trained with the model's, its `state_dict()` is saved for --resume, `on_step` runs after each step."""
+    parameters are trained with the model's, its `state_dict()` is saved for --resume, `on_step` runs after each
+    step."""
     def on_step(self, trainer) -> None: pass
 
 def lm_loss(model, batch) -> LossOutput:
@@ -268,7 +282,8 @@ class Trainer:
         self.dist = dist_info or Dist()
         self.device = device or resolve_device(args.device)
         self.dtype = training_dtype(args.dtype, self.device)
-        self.dev_type = "cuda" if self.device.startswith("cuda") else ("mps" if self.device.startswith("mps") else "cpu")
+        self.dev_type = ("cuda" if self.device.startswith("cuda")
+                         else ("mps" if self.device.startswith("mps") else "cpu"))
         self.threads = configure_threads(args.num_workers) if self.dev_type == "cpu" else None
         if self.device == "cpu": tune_cpu_allocator()
         torch.manual_seed(args.seed)
@@ -276,27 +291,31 @@ class Trainer:
         self.loss_module = loss_fn.to(self.device) if isinstance(loss_fn, torch.nn.Module) else None
         for m in frozen_models:                  # e.g. DPO's reference model: on the device, eval mode, no gradients
             m.to(self.device).eval().requires_grad_(False)
-        if args.gradient_checkpointing and hasattr(model, "set_gradient_checkpointing"): model.set_gradient_checkpointing(True)
+        if args.gradient_checkpointing and hasattr(model, "set_gradient_checkpointing"):
+            model.set_gradient_checkpointing(True)
         # -- the size of the run
         self.train_dataset, self.eval_dataset, self.collate_fn = train_dataset, eval_dataset, collate_fn
         self.sampler = ResumableSampler(len(train_dataset), args.seed, self.dist.rank, self.dist.world)
         per_rank = len(train_dataset) // self.dist.world
         self.micro_per_epoch = (per_rank // args.batch_size) // args.accumulation_steps * args.accumulation_steps
         if self.micro_per_epoch == 0:
-            raise ValueError(f"batch_size={args.batch_size} x accumulation_steps={args.accumulation_steps} x world={self.dist.world} "
-                             f"is larger than the dataset ({len(train_dataset)} examples)")
+            raise ValueError(f"batch_size={args.batch_size} x accumulation_steps={args.accumulation_steps} x "
+                             f"world={self.dist.world} is larger than the dataset ({len(train_dataset)} examples)")
         self.steps_per_epoch = self.micro_per_epoch // args.accumulation_steps
         self.total_steps = args.max_steps if args.max_steps > 0 else args.epochs * self.steps_per_epoch
         # -- sharding, optimizer, schedule, loss scaling
         self.fsdp = args.fsdp and self.dist.world > 1
         if self.fsdp:
-            if export_fn is not None or (self.loss_module is not None and any(True for _ in self.loss_module.parameters())):
-                raise ValueError("--fsdp: stages that train adapters (LoRA) or loss parameters (feature distillation) run with plain --ddp")
+            if (export_fn is not None
+                or (self.loss_module is not None and any(True for _ in self.loss_module.parameters()))):
+                raise ValueError("--fsdp: stages that train adapters (LoRA) or loss parameters (feature distillation) "
+                                 "run with plain --ddp")
             shard_model(self.model)
         self.optimizer = make_optimizer(self.model, args.learning_rate, args.weight_decay, device=self.device,
                                         extra=self.loss_module.parameters() if self.loss_module is not None else ())
         warm = args.warmup_steps or max(1, int(0.02 * self.total_steps))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(warm, self.total_steps, args.min_lr_ratio))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lr_lambda(warm, self.total_steps, args.min_lr_ratio))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         # -- the run's state (what resume.pt restores)
         self.step, self.epoch, self.micro = 0, 0, 0
@@ -306,7 +325,8 @@ class Trainer:
         self.on_step: Callable | None = None     # called as on_step(trainer) after every optimizer step
         self.ddp_model = self.model
         if self.dist.world > 1 and not self.fsdp:
-            self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.dist.local_rank] if self.dev_type == "cuda" else None)
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.dist.local_rank]
+                                                                           if self.dev_type == "cuda" else None)
         if args.compile: self.ddp_model = torch.compile(self.ddp_model)
 
     @property
@@ -322,7 +342,8 @@ class Trainer:
 # %% ../nbs/04_trainer.ipynb #15393d5c
 @_method(Trainer)
 def state(self, optimizer_state: dict | None = None) -> dict:
-    trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad} if self.export_fn else None
+    trainable = ({n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad} if self.export_fn
+                 else None)
     return {"trainable": trainable, "step": self.step, "epoch": self.epoch, "micro": self.micro,
             "optimizer": optimizer_state if optimizer_state is not None else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
@@ -336,8 +357,9 @@ def save(self, finished: bool = False):
         model, optim = fsdp_full_state(self.model, self.optimizer)
         if self.dist.main: save_checkpoint(self.args.out_dir, self.args.save_name, model, self.state(optim),
                                            tokenizer=self.tokenizer, finished=finished, meta=meta)
-    elif self.dist.main: save_checkpoint(self.args.out_dir, self.args.save_name, self.model, self.state(), self.export_fn,
-                                         tokenizer=self.tokenizer, finished=finished, meta=meta)
+    elif self.dist.main:
+        save_checkpoint(self.args.out_dir, self.args.save_name, self.model, self.state(), self.export_fn,
+                        tokenizer=self.tokenizer, finished=finished, meta=meta)
     if self.dist.world > 1: dist.barrier()
 
 @_method(Trainer)
@@ -346,7 +368,8 @@ def try_resume(self) -> bool:
     if not self.args.resume: return False
     folder = find_checkpoint(self.args.out_dir, self.args.save_name)
     if folder is None or not (folder / "resume.pt").is_file():
-        if self.dist.main: print(f"[train] --resume: no checkpoint in {Path(self.args.out_dir) / self.args.save_name}; starting fresh")
+        if self.dist.main:
+            print(f"[train] --resume: no checkpoint in {Path(self.args.out_dir) / self.args.save_name}; starting fresh")
         return False
     from minillm.model import load_weights, read_safetensors
     st = load_resume_state(folder)
@@ -356,17 +379,24 @@ def try_resume(self) -> bool:
         if missing: raise ValueError(f"checkpoint {folder} has parameters this model lacks: {missing[:5]}")
         with torch.no_grad():
             for n, v in st["trainable"].items(): params[n].copy_(v)
-    elif not self.fsdp: load_weights(self.model, {k: v.to(self.device) for k, v in read_safetensors(folder / "model.safetensors").items()})
+    elif not self.fsdp:
+        load_weights(self.model,
+                     {k: v.to(self.device) for k, v in read_safetensors(folder / "model.safetensors").items()})
     if st.get("world", 1) != self.dist.world:
-        raise ValueError(f"checkpoint was written by {st.get('world')} processes, this run has {self.dist.world}: the data position would not match")
-    if self.fsdp: fsdp_load_full_state(self.model, self.optimizer, read_safetensors(folder / "model.safetensors"), st["optimizer"])
+        raise ValueError(f"checkpoint was written by {st.get('world')} processes, this run has {self.dist.world}: "
+                         "the data position would not match")
+    if self.fsdp:
+        fsdp_load_full_state(self.model, self.optimizer, read_safetensors(folder / "model.safetensors"),
+                             st["optimizer"])
     else: self.optimizer.load_state_dict(st["optimizer"])
     self.scheduler.load_state_dict(st["scheduler"])
     self.scaler.load_state_dict(st["scaler"])
     self.step, self.epoch, self.micro, self.history = st["step"], st["epoch"], st["micro"], list(st.get("history", []))
-    if self.loss_module is not None and st.get("loss_state") is not None: self.loss_module.load_state_dict(st["loss_state"])
+    if self.loss_module is not None and st.get("loss_state") is not None:
+        self.loss_module.load_state_dict(st["loss_state"])
     set_rng_state(st["rng"])
-    if self.dist.main: print(f"[train] resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.micro})")
+    if self.dist.main:
+        print(f"[train] resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.micro})")
     return True
 
 # %% ../nbs/04_trainer.ipynb #45d1afa8
@@ -375,8 +405,9 @@ def loader(self, dataset, sampler=None):
     # A private generator: creating a DataLoader iterator otherwise draws from the global RNG, and a resumed
     # run creates one more iterator (mid-epoch) than an uninterrupted one.
     g = torch.Generator().manual_seed(self.args.seed + self.epoch)
-    return torch.utils.data.DataLoader(dataset, batch_size=self.args.batch_size, sampler=sampler, shuffle=False, generator=g,
-                                       drop_last=sampler is not None, collate_fn=self.collate_fn, num_workers=self.args.num_workers)
+    return torch.utils.data.DataLoader(dataset, batch_size=self.args.batch_size, sampler=sampler, shuffle=False,
+                                       generator=g, drop_last=sampler is not None, collate_fn=self.collate_fn,
+                                       num_workers=self.args.num_workers)
 
 @_method(Trainer)
 def autocast(self):
@@ -388,7 +419,8 @@ def evaluate(self, max_batches: int | None = None) -> float | None:
     "Token-weighted loss over the validation set (all ranks agree on the result)."
     if self.eval_dataset is None: return None
     self.model.eval()
-    tot, n = torch.zeros((), device=self.device, dtype=torch.float64), torch.zeros((), device=self.device, dtype=torch.float64)
+    tot, n = (torch.zeros((), device=self.device, dtype=torch.float64),
+              torch.zeros((), device=self.device, dtype=torch.float64))
     idx = list(range(self.dist.rank, len(self.eval_dataset), self.dist.world))
     for i, batch in enumerate(self.loader(torch.utils.data.Subset(self.eval_dataset, idx))):
         if max_batches and i >= max_batches: break
@@ -417,7 +449,8 @@ def optimizer_step(self) -> torch.Tensor:
     "Clip, step, zero the gradients, schedule. Returns the gradient norm before clipping."
     a = self.args
     self.scaler.unscale_(self.optimizer)
-    params = list(self.model.parameters()) + (list(self.loss_module.parameters()) if self.loss_module is not None else [])
+    params = (list(self.model.parameters())
+              + (list(self.loss_module.parameters()) if self.loss_module is not None else []))
     if self.loss_module is not None and self.dist.world > 1:      # DDP syncs the model's grads only
         for p in self.loss_module.parameters():
             if p.grad is not None: dist.all_reduce(p.grad); p.grad /= self.dist.world
@@ -462,7 +495,8 @@ class RunLog:
         if self.bar and postfix: self.bar.set_postfix(postfix)
 
     def step(self, gnorm, seq: int):
-        "After an optimizer step: advance the bar and, every `log_interval` steps (and at the last), record the interval."
+        ("After an optimizer step: advance the bar and, every `log_interval` steps (and at the last), "
+         "record the interval.")
         tr = self.tr
         if self.bar: self.bar.update(1)
         if not (tr.step % tr.args.log_interval == 0 or tr.step == tr.total_steps): return
@@ -470,8 +504,9 @@ class RunLog:
         mean_loss = torch.tensor(self.loss_sum / self.n, dtype=torch.float64, device=tr.device)
         if tr.dist.world > 1: dist.all_reduce(mean_loss); mean_loss /= tr.dist.world      # the global batch's loss
         mfu = self.peak.mfu(tps / tr.dist.world * self.flops(seq)) if self.peak else float("nan")
-        rec = {"step": tr.step, "loss": mean_loss.item(), "lr": tr.scheduler.get_last_lr()[0], "grad_norm": float(gnorm),
-               "tokens_per_s": tps, "mfu": mfu, "epoch": tr.epoch, **{k: v / self.n for k, v in self.metric_sum.items()}}
+        rec = {"step": tr.step, "loss": mean_loss.item(), "lr": tr.scheduler.get_last_lr()[0],
+               "grad_norm": float(gnorm), "tokens_per_s": tps, "mfu": mfu, "epoch": tr.epoch,
+               **{k: v / self.n for k, v in self.metric_sum.items()}}
         self.record(rec, dict(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.1e}", tok_s=f"{tps:.0f}", mfu=f"{mfu:.0%}"))
         self.reset()
 
@@ -489,7 +524,8 @@ class RunLog:
 # %% ../nbs/04_trainer.ipynb #66401860
 @_method(Trainer)
 def fit(self) -> list[dict]:
-    "Train for `total_steps` optimizer steps (or until SIGINT/SIGTERM), evaluating, logging and checkpointing on schedule."
+    ("Train for `total_steps` optimizer steps (or until SIGINT/SIGTERM), evaluating, "
+     "logging and checkpointing on schedule.")
     import threading
     a = self.args
     self.try_resume()
@@ -526,10 +562,12 @@ def fit(self) -> list[dict]:
             if self.micro >= self.micro_per_epoch: self.epoch += 1; self.micro = 0
         self.loop_time = time.perf_counter() - t_fit
         # -- the end: a last evaluation and the final checkpoint (or a partial one, after a signal)
-        if self._stop_signal is None and not (a.eval_interval and self.step % a.eval_interval == 0): log.eval(self.evaluate(a.eval_batches))
+        if self._stop_signal is None and not (a.eval_interval and self.step % a.eval_interval == 0):
+            log.eval(self.evaluate(a.eval_batches))
         self.save(finished=not self.interrupted)
         if self.interrupted:
-            log.print(f"[train] stopped by signal {self._stop_signal} at step {self.step} of {self.total_steps}: partial checkpoint "
+            log.print(f"[train] stopped by signal {self._stop_signal} at step {self.step} of {self.total_steps}: "
+                      "partial checkpoint "
                       f"saved to {Path(a.out_dir) / a.save_name}; continue with the same command and --resume")
     finally:
         log.close()

@@ -14,12 +14,15 @@ from .tokenizer import load_tokenizer, split_think
 __all__ = ['render_reply', 'render_message', 'ChatWidget']
 
 # %% ../nbs/14_chat_widget.ipynb #c83e0fb7
-_BOX = "margin:4px 0;padding:6px 10px;border-radius:8px;white-space:pre-wrap;font-family:var(--jp-content-font-family,sans-serif)"
-_STYLE = {"user": f"{_BOX};background:#e8f0fe;margin-left:15%", "assistant": f"{_BOX};background:#f1f3f4;margin-right:15%",
+_BOX = ("margin:4px 0;padding:6px 10px;border-radius:8px;white-space:pre-wrap;"
+        "font-family:var(--jp-content-font-family,sans-serif)")
+_STYLE = {"user": f"{_BOX};background:#e8f0fe;margin-left:15%",
+          "assistant": f"{_BOX};background:#f1f3f4;margin-right:15%",
           "system": f"{_BOX};background:#fff8e1;font-size:90%"}
 
 def render_reply(text: str, open_think: bool = False) -> str:
-    "HTML of an assistant reply: the think block (if any) in a `<details>` element, folded unless `open_think`, then the answer."
+    ("HTML of an assistant reply: the think block (if any) in a `<details>` element, folded unless `open_think`, "
+     "then the answer.")
     think, answer = split_think(text)
     if think is None: return html.escape(visible_text(text))
     done = "</think>" in text
@@ -35,8 +38,9 @@ def render_message(m: dict, open_think: bool = False) -> str:
 class ChatWidget:
     """A chat cell: `ChatWidget(checkpoint_folder)` or `ChatWidget(model, tokenizer)`. `send(text)` returns the reply;
     `history` holds the messages, `transcript` the rendered HTML; `clear()` starts over."""
-    def __init__(self, model_or_ckpt, tokenizer=None, *, system: str | None = None, temperature: float = 0.7, top_p: float = 0.9,
-                 max_new_tokens: int = 256, show_think: bool = False, stream_interval: float = 0.05, **load_kwargs):
+    def __init__(self, model_or_ckpt, tokenizer=None, *, system: str | None = None, temperature: float = 0.7,
+                 top_p: float = 0.9, max_new_tokens: int = 256, show_think: bool = False, stream_interval: float = 0.05,
+                 **load_kwargs):
         if isinstance(model_or_ckpt, (str, Path)):
             tdir = tokenizer if isinstance(tokenizer, (str, Path)) else None
             self.model, self.tok = load_chat_model(model_or_ckpt, tokenizer_dir=tdir, **load_kwargs)
@@ -44,15 +48,18 @@ class ChatWidget:
         else:
             self.model, self.tok = model_or_ckpt.eval(), tokenizer if tokenizer is not None else load_tokenizer()
         if self.model.config.vocab_size != len(self.tok):
-            raise ValueError(f"the model's vocabulary ({self.model.config.vocab_size}) differs from the tokenizer's ({len(self.tok)})")
+            raise ValueError(f"the model's vocabulary ({self.model.config.vocab_size}) "
+                             f"differs from the tokenizer's ({len(self.tok)})")
         self.system, self.stream_interval, self.history = system, stream_interval, []
         self.output = W.HTML(layout=W.Layout(width="100%", max_height="480px", overflow_y="auto"))
-        self.input = W.Text(placeholder="Type a message and press Enter", continuous_update=False, layout=W.Layout(flex="1"))
+        self.input = W.Text(placeholder="Type a message and press Enter", continuous_update=False,
+                            layout=W.Layout(flex="1"))
         self.send_button = W.Button(description="Send", button_style="primary", icon="paper-plane")
         self.clear_button = W.Button(description="Clear", icon="trash")
         self.temperature = W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05, description="temperature")
         self.top_p = W.FloatSlider(value=top_p, min=0.05, max=1.0, step=0.05, description="top-p")
-        self.max_new_tokens = W.IntSlider(value=max_new_tokens, min=1, max=min(2048, self.model.config.max_seq_len), description="max tokens")
+        self.max_new_tokens = W.IntSlider(value=max_new_tokens, min=1, max=min(2048, self.model.config.max_seq_len),
+                                          description="max tokens")
         self.show_think = W.Checkbox(value=show_think, description="open the thinking", indent=False)
         self.status = W.Label()
         self.input.observe(self._on_submit, names="value")
@@ -60,7 +67,8 @@ class ChatWidget:
         self.clear_button.on_click(lambda _: self.clear())
         self.show_think.observe(lambda _: self._render(), names="value")
         self.box = W.VBox([self.output, W.HBox([self.input, self.send_button, self.clear_button]),
-                           W.HBox([self.temperature, self.top_p, self.max_new_tokens]), W.HBox([self.show_think, self.status])])
+                           W.HBox([self.temperature, self.top_p, self.max_new_tokens]),
+                           W.HBox([self.show_think, self.status])])
         self._busy = False
         self._render()
 
@@ -97,14 +105,17 @@ class ChatWidget:
             reply, last, t0, info = "", 0.0, time.perf_counter(), {}
             self._render([{"role": "assistant", "content": "…"}])
             for piece in stream_reply(self.model, self.tok, ids, max_new_tokens=self.max_new_tokens.value, seed=seed,
-                                      temperature=self.temperature.value, top_p=self.top_p.value, skip_special_tokens=True, info=info):
+                                      temperature=self.temperature.value, top_p=self.top_p.value,
+                                      skip_special_tokens=True, info=info):
                 reply += piece
                 if time.perf_counter() - last >= self.stream_interval:
                     self._render([{"role": "assistant", "content": reply}]); last = time.perf_counter()
             self.history.append({"role": "assistant", "content": reply})
             self._render()
             dt = time.perf_counter() - t0
-            self.status.value = f"{info.get('completion_tokens', 0)} tokens in {dt:.1f} s ({info.get('completion_tokens', 0) / max(dt, 1e-9):.0f} tokens/s), {info.get('finish_reason')}"
+            self.status.value = (f"{info.get('completion_tokens', 0)} tokens in {dt:.1f} s "
+                                 f"({info.get('completion_tokens', 0) / max(dt, 1e-9):.0f} tokens/s), "
+                                 f"{info.get('finish_reason')}")
             return reply
         finally:
             self._busy = False

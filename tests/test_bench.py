@@ -1,6 +1,7 @@
 "The benchmark's plumbing (no timing is asserted): dtype choice, table layout, the step closure, the profile bins."
 import math, torch
-from minillm.bench import SIZES, bench_dtype, format_table, _row, train_step_fn, interleaved, rate, llamacpp_available, step_profile
+from minillm.bench import (SIZES, bench_dtype, format_table, _row, train_step_fn, interleaved, rate, llamacpp_available,
+                           step_profile)
 from minillm.config import MiniLLMConfig
 from minillm.model import MiniLLMForCausalLM, param_table
 

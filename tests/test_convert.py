@@ -13,7 +13,8 @@ from conftest import ROOT
 from minillm.config import MiniLLMConfig
 from minillm.model import MiniLLMForCausalLM, save_pretrained, hf_state_dict
 from minillm.tokenizer import load_tokenizer, smollm2_gguf
-from minillm.convert import (convert_original, from_transformers, to_transformers, to_gguf, gguf_arch, load_model, GGUF_TYPES)
+from minillm.convert import (convert_original, from_transformers, to_transformers, to_gguf, gguf_arch, load_model,
+                             GGUF_TYPES)
 
 transformers = pytest.importorskip("transformers")
 from transformers import AutoModelForCausalLM
@@ -22,7 +23,8 @@ transformers.logging.set_verbosity_error()
 
 def random_model(seed=0, vocab=300, **kw):
     torch.manual_seed(seed)
-    cfg = MiniLLMConfig(**{**dict(dim=64, n_heads=4, n_kv_heads=2, vocab_size=vocab, max_seq_len=256, hidden_dim=128), **kw})
+    cfg = MiniLLMConfig(**{**dict(dim=64, n_heads=4, n_kv_heads=2, vocab_size=vocab, max_seq_len=256, hidden_dim=128),
+                           **kw})
     m = MiniLLMForCausalLM(cfg).eval()
     with torch.no_grad():
         for p in m.parameters(): p.normal_(0, 0.1) if p.dim() > 1 else p.uniform_(0.5, 1.5)
@@ -31,7 +33,8 @@ def random_model(seed=0, vocab=300, **kw):
 
 def run_cli(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "minillm.convert", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "minillm.convert", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=300)
 
 
 def max_diff(a, b): return (a - b).abs().max().item()
@@ -41,13 +44,15 @@ def test_cli_round_trip(tmp_path):
     tok = load_tokenizer()
     m = random_model(vocab=len(tok), n_block=1)
     save_pretrained(m, tmp_path / "ours")
-    r = run_cli("--mode", "torch2hf", "--torch_path", str(tmp_path / "ours"), "--transformers_path", str(tmp_path / "hf"))
+    r = run_cli("--mode", "torch2hf", "--torch_path", str(tmp_path / "ours"), "--transformers_path",
+                str(tmp_path / "hf"))
     assert r.returncode == 0, r.stderr
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()   # a standard class, no trust_remote_code
     assert type(hf).__name__ == "LlamaForCausalLM" and (tmp_path / "hf" / "generation_config.json").is_file()
     ids = torch.randint(0, len(tok), (2, 16))
     with torch.no_grad(): assert max_diff(hf(ids).logits, m(ids).logits) < 1e-4
-    r = run_cli("--mode", "hf2torch", "--transformers_path", str(tmp_path / "hf"), "--torch_path", str(tmp_path / "rlhf_64.pth"))
+    r = run_cli("--mode", "hf2torch", "--transformers_path", str(tmp_path / "hf"), "--torch_path",
+                str(tmp_path / "rlhf_64.pth"))
     assert r.returncode == 0, r.stderr
     sd = torch.load(tmp_path / "rlhf_64.pth", weights_only=True)   # the original's format: a bare state dict
     back = load_model(tmp_path / "rlhf_64.pth")                     # config from rlhf_64.json beside it
@@ -60,17 +65,22 @@ def test_cli_round_trip(tmp_path):
 
 def test_cli_bad_input(tmp_path):
     (tmp_path / "mamba").mkdir()
-    (tmp_path / "mamba" / "config.json").write_text(json.dumps({"architectures": ["MambaForCausalLM"], "model_type": "mamba"}))
-    r = run_cli("--mode", "hf2torch", "--transformers_path", str(tmp_path / "mamba"), "--torch_path", str(tmp_path / "x"))
+    (tmp_path / "mamba" / "config.json").write_text(
+        json.dumps({"architectures": ["MambaForCausalLM"], "model_type": "mamba"}))
+    r = run_cli("--mode", "hf2torch", "--transformers_path", str(tmp_path / "mamba"), "--torch_path",
+                str(tmp_path / "x"))
     assert r.returncode == 2 and "MambaForCausalLM is not supported" in r.stderr and "Qwen3ForCausalLM" in r.stderr
     assert "Traceback" not in r.stderr
-    r = run_cli("--mode", "torch2hf", "--torch_path", str(tmp_path / "nowhere"), "--transformers_path", str(tmp_path / "y"))
+    r = run_cli("--mode", "torch2hf", "--torch_path", str(tmp_path / "nowhere"), "--transformers_path",
+                str(tmp_path / "y"))
     assert r.returncode == 2 and "nowhere" in r.stderr and "Traceback" not in r.stderr
     # a Llama with RoPE scaling: named, refused
     cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
-                                   vocab_size=100, rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0})
+                                   vocab_size=100,
+                                   rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0})
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "scaled")
-    r = run_cli("--mode", "hf2torch", "--transformers_path", str(tmp_path / "scaled"), "--torch_path", str(tmp_path / "z"))
+    r = run_cli("--mode", "hf2torch", "--transformers_path", str(tmp_path / "scaled"), "--torch_path",
+                str(tmp_path / "z"))
     assert r.returncode == 2 and "rope_type='linear'" in r.stderr
 
 
@@ -92,7 +102,8 @@ def original_moe_state_dict(k_top, dim=64, n_heads=4, n_kv=2, hidden=64, E=4, vo
 
 
 def original_moe_forward(sd, ids, n_heads, k_top, theta=1e6, eps=1e-5):
-    "The original MiniLLM MoE model's math: complex interleaved RoPE, softmax top-k (renormalised only for k > 1), ungated shared expert."
+    ("The original MiniLLM MoE model's math: complex interleaved RoPE, softmax top-k (renormalised only for k > 1), "
+     "ungated shared expert.")
     sd = {k[len("module."):]: v for k, v in sd.items()}
     B, T = ids.shape
     x = sd["tok_embeddings.weight"][ids]
@@ -100,7 +111,8 @@ def original_moe_forward(sd, ids, n_heads, k_top, theta=1e6, eps=1e-5):
     freqs = 1.0 / (theta ** (torch.arange(0, hd, 2)[: hd // 2].float() / hd))
     pos_cis = torch.polar(torch.ones(T, hd // 2), torch.outer(torch.arange(T).float(), freqs))
     rms = lambda x, w: w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
-    rope = lambda x: torch.view_as_real(torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2)) * pos_cis[None, :, None]).flatten(3)
+    rope = lambda x: torch.view_as_real(torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+                                        * pos_cis[None, :, None]).flatten(3)
     ffn = lambda h, p: (F.silu(h @ sd[p + "w1.weight"].T) * (h @ sd[p + "w3.weight"].T)) @ sd[p + "w2.weight"].T
     for l in range(2):
         p = f"layers.{l}."
@@ -116,7 +128,8 @@ def original_moe_forward(sd, ids, n_heads, k_top, theta=1e6, eps=1e-5):
         probs = (h @ sd[p + "feed_forward.gate.weight"].T).softmax(-1)
         w, i = probs.topk(k_top, -1)
         if k_top > 1: w = w / (w.sum(-1, keepdim=True) + 1e-20)
-        y = sum(((i == e) * w).sum(-1, keepdim=True) * ffn(h, f"{p}feed_forward.experts.{e}.") for e in range(probs.shape[-1]))
+        y = sum(((i == e) * w).sum(-1, keepdim=True) * ffn(h, f"{p}feed_forward.experts.{e}.")
+                for e in range(probs.shape[-1]))
         x = x + y + ffn(h, p + "feed_forward.shared_experts.")
     return rms(x, sd["norm.weight"]) @ sd["output.weight"].T
 
@@ -181,7 +194,8 @@ TRAINING_FLAGS = {"dense": {}, "--n_block 1": dict(n_block=1), "--qk_norm": dict
 def test_training_flags_export(flags, tmp_path):
     "Every model the training flags make goes to transformers (exact, our token ids via AutoTokenizer) and to GGUF."
     tok = load_tokenizer()
-    m = random_model(vocab=len(tok), n_layers=2, **TRAINING_FLAGS[flags]) if "n_block" not in flags else random_model(vocab=len(tok), n_block=1)
+    m = (random_model(vocab=len(tok), n_layers=2, **TRAINING_FLAGS[flags]) if "n_block" not in flags
+         else random_model(vocab=len(tok), n_block=1))
     to_transformers(m, tmp_path / "hf", tok)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     ids = torch.randint(0, len(tok), (2, 16))
@@ -198,7 +212,8 @@ def test_training_flags_export(flags, tmp_path):
 
 
 def test_qkv_bias_exports_as_llama(tmp_path):
-    "q/k/v biases: a Qwen2 folder would get Qwen2Tokenizer's split rules from AutoTokenizer; a Llama with a zero o_proj bias keeps ours."
+    ("q/k/v biases: a Qwen2 folder would get Qwen2Tokenizer's split rules from AutoTokenizer; "
+     "a Llama with a zero o_proj bias keeps ours.")
     tok = load_tokenizer()
     m = random_model(vocab=len(tok), n_layers=2, qkv_bias=True)
     to_transformers(m, tmp_path / "hf", tok)
@@ -241,15 +256,18 @@ def test_gguf_moe_refusals(tmp_path):
 
 
 def test_gguf_strict_tokenizer(tmp_path):
-    "A tokenizer llama.cpp cannot reproduce: a warning naming the difference, an error with --strict (one line, no traceback)."
+    ("A tokenizer llama.cpp cannot reproduce: a warning naming the difference, an error with --strict (one line, "
+     "no traceback).")
     from tokenizers import pre_tokenizers as pt
     tok = load_tokenizer()
-    tok.backend_tokenizer.pre_tokenizer = pt.Sequence([pt.Digits(individual_digits=False), pt.ByteLevel(add_prefix_space=False)])
+    tok.backend_tokenizer.pre_tokenizer = pt.Sequence([pt.Digits(individual_digits=False),
+                                                       pt.ByteLevel(add_prefix_space=False)])
     tok.save_pretrained(tmp_path / "ours")
     save_pretrained(random_model(vocab=len(tok), n_layers=1), tmp_path / "ours")
     with pytest.warns(UserWarning, match="llama.cpp will not tokenize exactly"):
         to_gguf(random_model(vocab=len(tok), n_layers=1), tmp_path / "w.gguf", tok, "f32")
-    r = run_cli("--mode", "gguf", "--torch_path", str(tmp_path / "ours"), "--gguf_path", str(tmp_path / "s.gguf"), "--strict")
+    r = run_cli("--mode", "gguf", "--torch_path", str(tmp_path / "ours"), "--gguf_path", str(tmp_path / "s.gguf"),
+                "--strict")
     assert r.returncode == 2 and "Digits" in r.stderr and "strict" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "s.gguf").exists()
     r = run_cli("--mode", "gguf", "--torch_path", str(tmp_path / "ours"), "--gguf_path", str(tmp_path / "n.gguf"))
@@ -290,7 +308,8 @@ def test_smollm2_folder_and_gguf(smollm2, tmp_path):
     ids = smol_prompt(tok)
     to_transformers(ours, tmp_path / "smol", tok)
     folder = AutoModelForCausalLM.from_pretrained(tmp_path / "smol").eval()
-    r = run_cli("--mode", "hf2torch", "--transformers_path", str(tmp_path / "smol"), "--torch_path", str(tmp_path / "smol_ours"))
+    r = run_cli("--mode", "hf2torch", "--transformers_path", str(tmp_path / "smol"), "--torch_path",
+                str(tmp_path / "smol_ours"))
     assert r.returncode == 0, r.stderr
     back = load_model(tmp_path / "smol_ours").eval()
     with torch.no_grad():
@@ -305,5 +324,6 @@ def test_smollm2_folder_and_gguf(smollm2, tmp_path):
         with torch.no_grad(): lg = hg(ids).logits
         rel = max_diff(lg, ref) / ref.abs().max().item()
         same = (lg.argmax(-1) == ref.argmax(-1)).float().mean().item()
-        print(f"SmolLM2 GGUF {q}: {f.stat().st_size / 1e6:.0f} MB, max|Δlogits| {max_diff(lg, ref):.2e} ({rel:.1e} relative), same argmax {same:.0%}")
+        print(f"SmolLM2 GGUF {q}: {f.stat().st_size / 1e6:.0f} MB, "
+              f"max|Δlogits| {max_diff(lg, ref):.2e} ({rel:.1e} relative), same argmax {same:.0%}")
         assert rel <= tol

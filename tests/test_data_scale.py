@@ -4,8 +4,8 @@ import copy, json, os, subprocess, sys, textwrap, warnings
 from pathlib import Path
 import numpy as np
 import pytest
-from minillm.data import (DataError, DataStats, build_cache, encode_chat, end_of_text_id, end_of_turn_ids, ChatMasker, read_jsonl,
-                          TokenCache, PackedDataset)
+from minillm.data import (DataError, DataStats, build_cache, encode_chat, end_of_text_id, end_of_turn_ids, ChatMasker,
+                          read_jsonl, TokenCache, PackedDataset)
 from minillm.databench import make_pretrain_file, make_sft_file, measure_build
 from minillm.tokenizer import load_tokenizer, smollm2_gguf, mistral_sentencepiece
 
@@ -42,7 +42,8 @@ def test_flat_memory(tmp_path, kind, small, large):
     (a, b) = rows
     assert b["tokens"] > 4 * a["tokens"] * large / small / 6          # the large file really is larger
     grow_main, grow_worker = b["peak_rss_mb"] - a["peak_rss_mb"], b["worker_peak_rss_mb"] - a["worker_peak_rss_mb"]
-    print(f"{kind}: peak RSS main {a['peak_rss_mb']:.1f} -> {b['peak_rss_mb']:.1f} MB, worker {a['worker_peak_rss_mb']:.1f} -> {b['worker_peak_rss_mb']:.1f} MB")
+    print(f"{kind}: peak RSS main {a['peak_rss_mb']:.1f} -> {b['peak_rss_mb']:.1f} MB, "
+          f"worker {a['worker_peak_rss_mb']:.1f} -> {b['worker_peak_rss_mb']:.1f} MB")
     assert grow_main < 10 and grow_worker < 10, (kind, a, b)
 
 # --- 2. parallel builds, big-file errors, disk full -------------------------------------------------------------------
@@ -51,7 +52,8 @@ def test_parallel_pretrain_and_dpo_identical(tmp_path, tok):
     p = tmp_path / "pre.jsonl"; make_pretrain_file(p, 0.3)
     d = _dpo_file(tmp_path / "dpo.jsonl", 0.3)
     for path, kind in ((p, "pretrain"), (d, "dpo")):
-        one, three = (build_cache(path, tok, kind, max_len=256, cache_dir=tmp_path / f"c{n}", num_proc=n, verbose=False) for n in (1, 3))
+        one, three = (build_cache(path, tok, kind, max_len=256, cache_dir=tmp_path / f"c{n}", num_proc=n, verbose=False)
+                      for n in (1, 3))
         for a in ("ids", "mask", "offsets"): assert np.array_equal(getattr(one, a), getattr(three, a)), (kind, a)
         assert one.stats == three.stats and one.stats.examples > 50
         if kind == "pretrain":                   # every document ends with the end-of-text token
@@ -61,7 +63,8 @@ def test_bad_lines_in_a_big_file_named_and_skipped(tmp_path, tok):
     p = tmp_path / "big.jsonl"; make_pretrain_file(p, 0.5)
     n = sum(1 for _ in open(p, "rb"))
     with open(p, "ab") as f:
-        f.write(b'{"text": "ok"}\n' + '{"text": "café"}\n'.encode("latin-1") + b'{"text": broken\n' + b'{"text": "last"}\n')
+        f.write(b'{"text": "ok"}\n' + '{"text": "café"}\n'.encode("latin-1") + b'{"text": broken\n'
+                + b'{"text": "last"}\n')
     with pytest.raises(DataError, match=rf"big.jsonl:{n + 2}: not UTF-8 text \(byte b'\\xe9' at byte offset \d+"):
         build_cache(p, tok, cache_dir=tmp_path / "c", num_proc=2, verbose=False)
     err = str(pytest.raises(DataError, build_cache, p, tok, cache_dir=tmp_path / "c", num_proc=1, verbose=False).value)
@@ -129,14 +132,18 @@ def test_train_from_cache_bigger_than_memory_limit(tmp_path, tok):
 
 # --- 4. assistant masks for any chat template (issue 14) --------------------------------------------------------------
 
-CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "Four."},
-        {"role": "user", "content": "And 3+3?"}, {"role": "assistant", "content": "Six, 六."}]
+CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "Four."}, {"role": "user", "content": "And 3+3?"},
+        {"role": "assistant", "content": "Six, 六."}]
 
-MISTRAL_INST = ("{{- bos_token }}{%- for m in messages %}{%- if m['role'] == 'system' %}{%- set sys_msg = m['content'] %}"
-                "{%- elif m['role'] == 'user' %}{{- '[INST] ' + ((messages[0]['content'] + '\\n\\n') if loop.index0 == 1 and messages[0]['role'] == 'system' else '') + m['content'] + '[/INST]' }}"
-                "{%- else %}{{- ' ' + m['content'] + eos_token }}{%- endif %}{%- endfor %}")
-LLAMA3 = ("{{- bos_token }}{%- for m in messages %}{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] | trim + '<|eot_id|>' }}"
-          "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
+MISTRAL_INST = (
+    "{{- bos_token }}{%- for m in messages %}{%- if m['role'] == 'system' %}{%- set sys_msg = m['content'] %}"
+    "{%- elif m['role'] == 'user' %}{{- '[INST] ' + ((messages[0]['content'] + '\\n\\n') "
+    "if loop.index0 == 1 and messages[0]['role'] == 'system' else '') + m['content'] + '[/INST]' }}"
+    "{%- else %}{{- ' ' + m['content'] + eos_token }}{%- endif %}{%- endfor %}")
+LLAMA3 = ("{{- bos_token }}{%- for m in messages %}{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + "
+          "m['content'] | trim + '<|eot_id|>' }}{%- endfor %}{%- if add_generation_prompt %}{{- "
+          "'<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
 
 def _trained(t, conv=CONV):
     ids, mask, _ = encode_chat(t, conv)
@@ -172,7 +179,8 @@ def test_mistral_inst_template(mistral_plain):
 
 def test_llama3_style_template(smollm2):
     t = copy.deepcopy(smollm2); t.chat_template = LLAMA3
-    t.add_special_tokens({"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
+    t.add_special_tokens(
+        {"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
     assert _trained(t) == ["Four.<|eot_id|>", "Six, 六.<|eot_id|>"]
     assert end_of_turn_ids(t)[0] == t.convert_tokens_to_ids("<|eot_id|>")
 
@@ -183,7 +191,8 @@ def test_tokenizer_without_template_gets_chatml(mistral_plain):
 
 def test_template_that_is_not_prefix_stable_is_named(tok, tmp_path):
     t = copy.deepcopy(tok)                                        # renders the turn count first: earlier text changes
-    t.chat_template = "{{ messages | length }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    t.chat_template = ("{{ messages | length }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+                       "{{ m['content'] }}<|im_end|>\n{% endfor %}")
     p = tmp_path / "s.jsonl"; p.write_text(json.dumps({"conversations": CONV}) + "\n")
     with pytest.raises(DataError, match=r"s.jsonl:1: the chat template renders earlier turns differently"):
         build_cache(p, t, "sft", cache_dir=tmp_path / "c", verbose=False)

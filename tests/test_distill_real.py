@@ -33,12 +33,13 @@ def test_distill_from_smollm2(tmp_path):
     teacher = AutoModelForCausalLM.from_pretrained(g[0], gguf_file=g[1], dtype=torch.float32).eval()
     tok.save_pretrained(tmp_path / "tok")
     texts = [json.loads(l)["text"] for l in open(Path(ROOT) / "data" / "eval" / "pretrain_eval.jsonl")][:24]
-    student_args = ["--student_dim", "64", "--student_layer", "2", "--n_heads", "2", "--n_kv_heads", "1", "--max_seq_len", "128"]
+    student_args = ["--student_dim", "64", "--student_layer", "2", "--n_heads", "2", "--n_kv_heads", "1",
+                    "--max_seq_len", "128"]
     rc = main(student_args + ["--tokenizer_dir", str(tmp_path / "tok"), "--teacher_model_type", "hf",
                "--teacher_model_name_or_path", str(Path(g[0]) / g[1]), "--data_kind", "pretrain",
                "--data_path", str(Path(ROOT) / "data" / "pretrain_hq.jsonl"), "--distillation_mode", "logit",
-               "--alpha", "0", "--temperature", "1", "--batch_size", "8", "--max_steps", "60", "--learning_rate", "3e-3",
-               "--out_dir", str(tmp_path / "out"), "--no-progress", "--cache_dir", str(tmp_path / "cache")])
+               "--alpha", "0", "--temperature", "1", "--batch_size", "8", "--max_steps", "60", "--learning_rate",
+               "3e-3", "--out_dir", str(tmp_path / "out"), "--no-progress", "--cache_dir", str(tmp_path / "cache")])
     assert rc == 0
     trained = MiniLLMForCausalLM.from_pretrained(tmp_path / "out" / "full_dist_64").eval()
     torch.manual_seed(0)
@@ -54,7 +55,7 @@ def test_distill_refuses_other_tokenizer(tmp_path, capsys):
     from minillm.train.distill import main
     g = smollm2_gguf()
     rc = main(["--student_dim", "64", "--student_layer", "2", "--teacher_model_type", "hf", "--max_steps", "1",
-               "--teacher_model_name_or_path", str(Path(g[0]) / g[1]), "--out_dir", str(tmp_path / "out"), "--no-progress",
-               "--cache_dir", str(tmp_path / "cache")])
+               "--teacher_model_name_or_path", str(Path(g[0]) / g[1]), "--out_dir", str(tmp_path / "out"),
+               "--no-progress", "--cache_dir", str(tmp_path / "cache")])
     assert rc == 2
     assert "different tokenizer" in capsys.readouterr().err

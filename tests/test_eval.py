@@ -19,7 +19,8 @@ def tiny(tmp_path_factory, tok):
     "A random 2-layer model saved as <out>/full_sft_64 and <out>/pretrain_64."
     out = tmp_path_factory.mktemp("out")
     torch.manual_seed(0)
-    m = MiniLLMForCausalLM(MiniLLMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok), max_seq_len=512))
+    m = MiniLLMForCausalLM(MiniLLMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok),
+                                         max_seq_len=512))
     for name in ("full_sft_64", "pretrain_64"): m.save_pretrained(out / name)
     return out
 
@@ -31,7 +32,8 @@ def test_textstream_random_ids(tok):
     "Any token sequence, byte fragments and special tokens included: the pieces add up to the full decode."
     rng = random.Random(0)
     for n in range(300):
-        ids = [rng.randrange(len(tok)) if rng.random() < 0.7 else rng.randrange(7, 263) for _ in range(rng.randrange(1, 40))]
+        ids = [rng.randrange(len(tok)) if rng.random() < 0.7 else rng.randrange(7, 263)
+               for _ in range(rng.randrange(1, 40))]
         for skip in (True, False):
             assert streamed(tok, ids, skip_special_tokens=skip) == tok.decode(ids, skip_special_tokens=skip), ids
 
@@ -46,7 +48,8 @@ def test_textstream_real_tokenizers(which):
         d = mistral_sentencepiece("v3")
         if not d: pytest.skip("mistral-common not installed")
         with warnings.catch_warnings(): warnings.simplefilter("ignore"); tk = load_tokenizer(d)
-    for text in ["床前明月光，疑是地上霜。举头望明月，低头思故乡。", "Hello,  world!\n\tIndented 🤖🎉 👩‍💻 end", "混合 mixed 文本"]:
+    for text in ["床前明月光，疑是地上霜。举头望明月，低头思故乡。", "Hello,  world!\n\tIndented 🤖🎉 👩‍💻 end",
+                 "混合 mixed 文本"]:
         ids = tk(text, add_special_tokens=False)["input_ids"]
         s = TextStream(tk)
         pieces = [s.push(i) for i in ids] + [s.flush()]
@@ -66,19 +69,22 @@ def test_cli_interactive_matches_generate(tiny, tok):
     model, _ = load_chat_model(out_dir=tiny, model_mode=1, dim=64)
     u = lambda q: {"role": "user", "content": q}
     a0 = generate_reply(model, tok, chat_prompt_ids(tok, [u("hello")]), max_new_tokens=16)
-    a1 = generate_reply(model, tok, chat_prompt_ids(tok, [u("hello"), {"role": "assistant", "content": a0}, u("你好")]), max_new_tokens=16)
+    a1 = generate_reply(model, tok, chat_prompt_ids(tok, [u("hello"), {"role": "assistant", "content": a0}, u("你好")]),
+                        max_new_tokens=16)
     assert out == f"{USER}{BOT}{a0}\n\n{USER}{BOT}{a1}\n\n{USER}"
 
 def test_cli_pretrain_and_errors(tiny, tok):
-    code, out, err = run_cli(["--out_dir", str(tiny), "--model_mode", "0", "--temperature", "0", "--max_new_tokens", "8",
-                              "--no-stream", "--dim", "64", "--n_layers", "2"])
+    code, out, err = run_cli(["--out_dir", str(tiny), "--model_mode", "0", "--temperature", "0", "--max_new_tokens",
+                              "8", "--no-stream", "--dim", "64", "--n_layers", "2"])
     assert code == 0, err
     model, _ = load_chat_model(out_dir=tiny, model_mode=0, dim=64)
     from minillm.eval import PRETRAIN_PROMPTS
-    first = PRETRAIN_PROMPTS[0] + generate_reply(model, tok, text_prompt_ids(tok, PRETRAIN_PROMPTS[0]), max_new_tokens=8)
+    first = (PRETRAIN_PROMPTS[0]
+             + generate_reply(model, tok, text_prompt_ids(tok, PRETRAIN_PROMPTS[0]), max_new_tokens=8))
     assert out.startswith(f"{USER}{PRETRAIN_PROMPTS[0]}\n{BOT}{first}\n\n")
     code, _, err = run_cli(["--out_dir", str(tiny), "--dim", "128"])
-    assert code == 2 and "full_sft_128" in err and "--dim 128" in err and "full_sft_64" in err, err   # lists what is there
+    # lists what is there
+    assert code == 2 and "full_sft_128" in err and "--dim 128" in err and "full_sft_64" in err, err
     code, _, err = run_cli(["--ckpt", str(tiny / "full_sft_64"), "--n_layers", "8"])
     assert code == 2 and "--n_layers 8" in err and "n_layers=2" in err, err
     code, _, err = run_cli(["--out_dir", str(tiny), "--lora_name", "nope"])
@@ -96,13 +102,15 @@ def test_transformers_folder(tmp_path, tok):
     model, tk = load_chat_model(tmp_path)
     assert len(tk) == len(tok) and model.config.vocab_size == len(tk)
     ids = torch.tensor([chat_prompt_ids(tk, [{"role": "user", "content": "hi"}])])
-    with torch.no_grad(): torch.testing.assert_close(model(ids).logits.float(), hf(ids).logits.float(), atol=1e-4, rtol=1e-4)
-    assert "".join(stream_reply(model, tk, ids[0].tolist(), max_new_tokens=8)) == generate_reply(model, tk, ids[0].tolist(), max_new_tokens=8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits.float(), hf(ids).logits.float(), atol=1e-4, rtol=1e-4)
+    assert ("".join(stream_reply(model, tk, ids[0].tolist(), max_new_tokens=8))
+            == generate_reply(model, tk, ids[0].tolist(), max_new_tokens=8))
 
 
 # ---- benchmark scoring (chapter 11b, `python -m minillm.eval --task ...`)
-from minillm.scores import (Task, score_generate, generate_metrics, read_arc, read_hellaswag, read_ceval, read_cmmlu, read_mmlu,
-                            read_gsm8k, load_task, run_task, bench_dir)
+from minillm.scores import (Task, score_generate, generate_metrics, read_arc, read_hellaswag, read_ceval, read_cmmlu,
+                            read_mmlu, read_gsm8k, load_task, run_task, bench_dir)
 from minillm.registry import demo_data
 
 
@@ -115,7 +123,8 @@ class Scripted(torch.nn.Module):
     @property
     def device(self): return self.w.device
     def stream_generate(self, x, attention_mask=None, max_new_tokens=8, stop_token_ids=(), pad_token_id=0, **_):
-        rows = [self.tok.encode(self.answers[tuple(t for t, k in zip(r, m) if k)], add_special_tokens=False) + [stop_token_ids[0]]
+        rows = [self.tok.encode(self.answers[tuple(t for t, k in zip(r, m) if k)], add_special_tokens=False)
+                + [stop_token_ids[0]]
                 for r, m in zip(x.tolist(), attention_mask.tolist())]
         for step in range(max_new_tokens):
             yield torch.tensor([r[step] if step < len(r) else pad_token_id for r in rows])
@@ -128,9 +137,11 @@ def test_generate_exact_match(tok):
     texts = {}
     for i, it in enumerate(items):
         right = it["answer"] if i % 3 else str(int(it["answer"]) + 1)          # every third one wrong
-        texts[i] = (f"adding...\n#### {right}" if i % 2 else f"the sum is {right}.") + "\n\nQuestion: What is 1 + 1?\nAnswer: 2"
+        texts[i] = ((f"adding...\n#### {right}" if i % 2 else f"the sum is {right}.")
+                    + "\n\nQuestion: What is 1 + 1?\nAnswer: 2")
     ids = {tuple(tok.encode(task.prompt(it, 1))): texts[i] for i, it in enumerate(items)}
-    res = score_generate(Scripted(tok, ids), tok, Task("g", "generate", items, task.shots), num_fewshot=1, batch_size=5, max_new_tokens=200)
+    res = score_generate(Scripted(tok, ids), tok, Task("g", "generate", items, task.shots), num_fewshot=1, batch_size=5,
+                         max_new_tokens=200)
     for i, r in enumerate(res):
         assert r["output"] == texts[i].split("Question:")[0], r               # stopped where the next problem began
         assert (r["pred"] == r["answer"]) == bool(i % 3)
@@ -140,16 +151,21 @@ def test_generate_exact_match(tok):
 
 
 def test_published_variants(tmp_path):
-    "The other published layouts: AI2's nested ARC jsonl, HellaSwag labels as strings, single subject files, MMLU's data/."
-    (tmp_path / "ARC-Easy-Test.jsonl").write_text(json.dumps({"id": "x", "question": {"stem": "Which is a metal?", "choices": [
-        {"text": "iron", "label": "A"}, {"text": "wood", "label": "B"}, {"text": "glass", "label": "C"}]}, "answerKey": "A"}) + "\n")
+    ("The other published layouts: AI2's nested ARC jsonl, HellaSwag labels as strings, single subject files, "
+     "MMLU's data/.")
+    (tmp_path / "ARC-Easy-Test.jsonl").write_text(json.dumps({"id": "x", "question": {"stem": "Which is a metal?",
+        "choices": [{"text": "iron", "label": "A"}, {"text": "wood", "label": "B"}, {"text": "glass", "label": "C"}]},
+        "answerKey": "A"}) + "\n")
     t = read_arc(tmp_path / "ARC-Easy-Test.jsonl")
-    assert t.items == [dict(query="Question: Which is a metal?\nAnswer:", choices=["iron", "wood", "glass"], gold=0, subject="")]
+    assert t.items == [dict(query="Question: Which is a metal?\nAnswer:", choices=["iron", "wood", "glass"], gold=0,
+                            subject="")]
     assert t.shots == {}                                                     # no ARC-Easy-Train.jsonl beside it
-    (tmp_path / "hs.jsonl").write_text(json.dumps({"activity_label": "Baking", "ctx_a": "She mixes the flour.", "ctx_b": "then she",
-                                                   "endings": ["bakes [title] it.", "sings."], "label": "0"}) + "\n")
+    (tmp_path / "hs.jsonl").write_text(
+        json.dumps({"activity_label": "Baking", "ctx_a": "She mixes the flour.", "ctx_b": "then she",
+                    "endings": ["bakes [title] it.", "sings."], "label": "0"}) + "\n")
     h = read_hellaswag(tmp_path / "hs.jsonl").items[0]
-    assert h == dict(query="Baking: She mixes the flour. Then she", choices=["bakes. it.", "sings."], gold=0, subject="")
+    assert h == dict(query="Baking: She mixes the flour. Then she", choices=["bakes. it.", "sings."], gold=0,
+                     subject="")
     c = read_ceval(bench_dir() / "ceval" / "val" / "demo_world_val.csv")     # one subject file: few-shot from ../dev
     assert len(c.items) == 144 and len(c.shots["demo_world"]) == 5 and c.items[0]["query"].endswith("\n答案：")
     assert c.descriptions["demo_world"] == "以下是中国关于demo world考试的单项选择题，请选出其中的正确答案。\n\n"
@@ -163,24 +179,28 @@ def test_bad_benchmark_files(tmp_path, tiny):
     (tmp_path / "val").mkdir()
     (tmp_path / "val" / "law_val.csv").write_text("id,question,A,B,C,D,answer\n0,q,a,b,c,d,E\n")
     code, _, err = run_cli(["--ckpt", str(tiny / "pretrain_64"), "--task", f"ceval={tmp_path}"])
-    assert code == 2 and err.strip() == f"error: {tmp_path / 'val' / 'law_val.csv'}:2: answer 'E' is not one of A, B, C, D", err
+    assert (code == 2
+            and err.strip() == f"error: {tmp_path / 'val' / 'law_val.csv'}:2: answer 'E' is not one of A, B, C, D"), err
     (tmp_path / "g.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
     code, _, err = run_cli(["--ckpt", str(tiny / "pretrain_64"), "--task", f"gsm8k={tmp_path / 'g.jsonl'}"])
-    assert code == 2 and "g.jsonl:1: the answer has no '#### <number>' line" in err and len(err.strip().splitlines()) == 1, err
+    assert (code == 2 and "g.jsonl:1: the answer has no '#### <number>' line" in err
+            and len(err.strip().splitlines()) == 1), err
     code, _, err = run_cli(["--ckpt", str(tiny / "pretrain_64"), "--task", f"cmmlu={tmp_path / 'nothing'}"])
     assert code == 2 and "no test/*.csv files" in err, err
 
 
 def test_torchrun_gloo_matches_one_process(tiny, tmp_path):
-    "torchrun, 2 CPU processes (gloo): items sharded and gathered; the same choices, accuracy and bits per byte as 1 process."
+    ("torchrun, 2 CPU processes (gloo): items sharded and gathered; the same choices, "
+     "accuracy and bits per byte as 1 process.")
     args = ["--ckpt", str(tiny / "pretrain_64"), "--task", "demo_arc", "--task", "demo_gsm8k", "--task",
             f"bpb={demo_data('eval/pretrain_eval.jsonl')}", "--limit", "24", "--max_gen_toks", "8", "--no-progress"]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "minillm.eval", *args, "--json", str(tmp_path / "one.json")],
                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "minillm.eval",
-                          "--ddp", *args, "--json", str(tmp_path / "two.json")], capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "minillm.eval", "--ddp", *args, "--json", str(tmp_path / "two.json")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("| demo_arc |") == 1                              # only rank 0 prints
     a, b = (json.loads((tmp_path / f).read_text())["scores"] for f in ("one.json", "two.json"))
@@ -188,4 +208,5 @@ def test_torchrun_gloo_matches_one_process(tiny, tmp_path):
     assert [r["pred"] for r in a[0]["results"]] == [r["pred"] for r in b[0]["results"]] and a[0]["acc"] == b[0]["acc"]
     for x, y in zip(a[0]["results"], b[0]["results"]): assert x["lls"] == pytest.approx(y["lls"], abs=1e-4)
     assert [r["output"] for r in a[1]["results"]] == [r["output"] for r in b[1]["results"]]
-    assert a[2]["bytes"] == b[2]["bytes"] and a[2]["tokens"] == b[2]["tokens"] and a[2]["bpb"] == pytest.approx(b[2]["bpb"], rel=1e-6)
+    assert (a[2]["bytes"] == b[2]["bytes"] and a[2]["tokens"] == b[2]["tokens"]
+            and a[2]["bpb"] == pytest.approx(b[2]["bpb"], rel=1e-6))

@@ -22,11 +22,13 @@ def tiny(tmp_path_factory):
     from minillm.tokenizer import load_tokenizer, save_tokenizer
     d = tmp_path_factory.mktemp("grpo")
     tok = load_tokenizer(); torch.manual_seed(0)
-    m = MiniLLMForCausalLM(MiniLLMConfig(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=len(tok), max_seq_len=256))
+    m = MiniLLMForCausalLM(MiniLLMConfig(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=len(tok),
+                                         max_seq_len=256))
     for name in ("reason_32", "full_sft_32"): m.save_pretrained(d / name); save_tokenizer(tok, d / name)
     with open(d / "prompts.jsonl", "w") as f:
         for i in range(32):
-            f.write(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {3 * i + 1}?"}], "expected": str(4 * i + 1)}) + "\n")
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {3 * i + 1}?"}],
+                                "expected": str(4 * i + 1)}) + "\n")
     with open(d / "pairs.jsonl", "w") as f:
         for i in range(16):
             q = [{"role": "user", "content": f"Where is town {i}?"}]
@@ -60,7 +62,8 @@ def test_ratio_is_one_at_the_first_update(tiny, dtype):
         out = loss(model, batch)
         roll = loss._rollouts[0]
         with torch.no_grad():       # an independent pass, eval mode, no graph: the same numbers (dropout is off)
-            again = token_logps(completion_logits(model.eval(), roll.seq, roll.attention_mask, roll.completion_mask.shape[1]),
+            again = token_logps(completion_logits(model.eval(), roll.seq, roll.attention_mask,
+                                                  roll.completion_mask.shape[1]),
                                 roll.completions)
     assert out.metrics["ratio"] == 1.0 and out.metrics["clip_frac"] == 0.0, out.metrics
     m = roll.completion_mask.bool()
@@ -84,15 +87,16 @@ def test_rewards_before_reference_and_policy(tiny):
     loss(model, batch)
     first = {e: events.index(e) for e in set(events)}
     assert events.count("reward") == 1 and events.count("policy") == 1 and events.count("reference") == 1, events
-    assert max(i for i, e in enumerate(events) if e == "generate") < first["reward"] < first["reference"] < first["policy"], events
+    assert (max(i for i, e in enumerate(events) if e == "generate") < first["reward"] < first["reference"]
+            < first["policy"]), events
 
 def grpo(tmp, out, *extra, **kw):
     return subprocess.run([sys.executable, "-m", "minillm.train.grpo", *TINY, "--out_dir", str(out), *extra], cwd=ROOT,
                           env=env(tmp), capture_output=True, text=True, **kw)
 
-GRPO_ARGS = lambda tiny: ["--init_from", str(tiny / "reason_32"), "--data_path", str(tiny / "prompts.jsonl"), "--eval_data_path", "",
-                          "--reward", "test_grpo:length_reward", "--num_generations", "4", "--max_new_tokens", "10",
-                          "--learning_rate", "1e-3", "--beta", "0.05"]
+GRPO_ARGS = lambda tiny: ["--init_from", str(tiny / "reason_32"), "--data_path", str(tiny / "prompts.jsonl"),
+                          "--eval_data_path", "", "--reward", "test_grpo:length_reward", "--num_generations", "4",
+                          "--max_new_tokens", "10", "--learning_rate", "1e-3", "--beta", "0.05"]
 
 def test_exact_resume_mid_rollout_cycle(tiny, tmp_path, monkeypatch):
     "μ = 2: a run stopped after step 3 (its rollout half used) resumes to the same weights, bit for bit."
@@ -108,11 +112,14 @@ def test_exact_resume_mid_rollout_cycle(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(g.GRPOLoss, "on_step", stop_after_3)
     assert g.main(args + ["--out_dir", str(tmp_path / "b")]) == 128 + signal.SIGTERM
     st = torch.load(tmp_path / "b" / "grpo_32" / "resume.pt", weights_only=True)
-    assert st["step"] == 3 and len(st["loss_state"]["_extra_state"]["rollouts"]) == 1    # the rollout of step 3 kept for step 4
+    # the rollout of step 3 kept for step 4
+    assert st["step"] == 3 and len(st["loss_state"]["_extra_state"]["rollouts"]) == 1
     monkeypatch.setattr(g.GRPOLoss, "on_step", orig)
     assert g.main(args + ["--out_dir", str(tmp_path / "b"), "--resume"]) == 0
-    a, b = load_file(str(tmp_path / "a" / "grpo_32" / "model.safetensors")), load_file(str(tmp_path / "b" / "grpo_32" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+    a, b = (load_file(str(tmp_path / "a" / "grpo_32" / "model.safetensors")),
+            load_file(str(tmp_path / "b" / "grpo_32" / "model.safetensors")))
+    assert (a.keys() == b.keys()
+            and all(torch.equal(a[k], b[k]) for k in a)), "resumed run differs from the uninterrupted one"
 
 def history(out):
     return torch.load(Path(out) / "grpo_32" / "resume.pt", weights_only=True)["history"]
@@ -122,13 +129,15 @@ def test_ddp_first_step_matches_single_process(tiny, tmp_path):
     single = grpo(tmp_path, tmp_path / "single", *common, "--batch_size", "4", timeout=900)
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "minillm.train.grpo", "--ddp", *TINY, "--out_dir", str(tmp_path / "ddp"), *common, "--batch_size", "2"],
+                          "-m", "minillm.train.grpo", "--ddp", *TINY, "--out_dir", str(tmp_path / "ddp"), *common,
+                          "--batch_size", "2"],
                          cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=900)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     a, b = history(tmp_path / "single")[0], history(tmp_path / "ddp")[0]
     assert a["step"] == b["step"] == 1
     # the same samples (one generate call per prompt, seeded by the prompt), the global token mean: the same step
-    assert abs(a["loss"] - b["loss"]) < 1e-6 and abs(a["grad_norm"] - b["grad_norm"]) < 1e-4 * max(1.0, a["grad_norm"]), (a, b)
+    assert (abs(a["loss"] - b["loss"]) < 1e-6
+            and abs(a["grad_norm"] - b["grad_norm"]) < 1e-4 * max(1.0, a["grad_norm"])), (a, b)
     assert a["grad_norm"] > 0
 
 def test_reward_model_trains_saves_and_scores_grpo(tiny, tmp_path):
@@ -141,11 +150,12 @@ def test_reward_model_trains_saves_and_scores_grpo(tiny, tmp_path):
     assert "held-out pair accuracy" in r.stdout
     rm = tmp_path / "reward_32"
     assert is_reward_model(rm) and "heldout_pair_accuracy" in json.loads((rm / "reward_model.json").read_text())
-    s = ModelReward(rm)(["Town 1 is in Avaria.", "Figure it out yourself."], [{"messages": [{"role": "user", "content": "Where is town 1?"}]}] * 2)
+    s = ModelReward(rm)(["Town 1 is in Avaria.", "Figure it out yourself."],
+                        [{"messages": [{"role": "user", "content": "Where is town 1?"}]}] * 2)
     assert len(s) == 2 and s[0] != s[1]
-    g = grpo(tmp_path, tmp_path, "--init_from", str(tiny / "full_sft_32"), "--data_path", str(tiny / "pairs.jsonl"), "--eval_data_path", "",
-             "--reward_model", str(rm), "--num_generations", "2", "--max_new_tokens", "6", "--max_steps", "1",
-             "--batch_size", "2", timeout=600)
+    g = grpo(tmp_path, tmp_path, "--init_from", str(tiny / "full_sft_32"), "--data_path", str(tiny / "pairs.jsonl"),
+             "--eval_data_path", "", "--reward_model", str(rm), "--num_generations", "2", "--max_new_tokens", "6",
+             "--max_steps", "1", "--batch_size", "2", timeout=600)
     assert g.returncode == 0, g.stderr[-3000:]
     assert any(k.startswith("reward/reward_model:") for k in history(tmp_path)[0])
 

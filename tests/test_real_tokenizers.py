@@ -51,7 +51,8 @@ def test_mistral_pad_fallback_and_template(mistral):
     assert mistral.pad_token == mistral.eos_token == "</s>"
     assert len(mistral) == 32768 + 2 and any("len(tokenizer)" in m for m in mistral.load_warnings)
     text = mistral.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=False)
-    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi! 你好<|im_end|>")
+    assert text.startswith(
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi! 你好<|im_end|>")
     ids = mistral(text, add_special_tokens=False)["input_ids"]
     assert ids.count(mistral.convert_tokens_to_ids(IM_END)) == 3     # the added markers are single tokens
     assert max(ids) < len(mistral)

@@ -22,13 +22,15 @@ def served(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny_ckpt")
     tok = load_tokenizer()
     torch.manual_seed(0)
-    m = MiniLLMForCausalLM(MiniLLMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok), max_seq_len=CTX))
+    m = MiniLLMForCausalLM(MiniLLMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok),
+                                         max_seq_len=CTX))
     with torch.no_grad():
         for p in m.parameters(): p.normal_(0, 0.3) if p.dim() > 1 else None
     m.save_pretrained(d)
     port = free_port()
     log = open(d / "server.log", "w")
-    proc = launch_server(["--ckpt", str(d), "--device", "cpu", "--api-key", KEY, "--model_name", NAME, "--max_tokens", "24"],
+    proc = launch_server(["--ckpt", str(d), "--device", "cpu", "--api-key", KEY, "--model_name", NAME, "--max_tokens",
+                          "24"],
                          port, log=log)
     model, tok = load_chat_model(str(d), device="cpu")
     base = f"http://127.0.0.1:{port}"
@@ -42,7 +44,8 @@ MSGS = [{"role": "user", "content": "What is the capital of the town by the sea?
 def reference(s, messages=MSGS, max_tokens=24, **kw) -> tuple[str, dict]:
     "The model's own reply to `messages` served alone (chapter 11's stream_reply): (text, info)."
     info = {}
-    text = "".join(stream_reply(s["model"], s["tok"], chat_prompt_ids(s["tok"], messages), max_new_tokens=max_tokens, info=info, **kw))
+    text = "".join(stream_reply(s["model"], s["tok"], chat_prompt_ids(s["tok"], messages), max_new_tokens=max_tokens,
+                                info=info, **kw))
     return text, info
 
 def health(s): return httpx.get(s["base"] + "/health").json()
@@ -63,8 +66,8 @@ def test_chat_non_streaming(served):
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 def test_chat_streaming_with_usage(served):
-    stream = served["client"].chat.completions.create(model=NAME, messages=MSGS, max_tokens=12, temperature=0, stream=True,
-                                                      stream_options={"include_usage": True})
+    stream = served["client"].chat.completions.create(model=NAME, messages=MSGS, max_tokens=12, temperature=0,
+                                                      stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     text, info = reference(served, max_tokens=12)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -74,7 +77,8 @@ def test_chat_streaming_with_usage(served):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == info["completion_tokens"]
     assert all(c.usage is None for c in chunks[:-1])
     # without include_usage: no usage chunk
-    plain = list(served["client"].chat.completions.create(model=NAME, messages=MSGS, max_tokens=4, temperature=0, stream=True))
+    plain = list(served["client"].chat.completions.create(model=NAME, messages=MSGS, max_tokens=4, temperature=0,
+                                                          stream=True))
     assert all(c.choices and c.usage is None for c in plain)
 
 def test_sse_framing_raw(served):
@@ -95,8 +99,10 @@ def test_completions(served):
     info = {}
     ids = tok("Once upon a time", add_special_tokens=False)["input_ids"]
     ref = "".join(stream_reply(served["model"], tok, ids, max_new_tokens=10, info=info))
-    assert r.object == "text_completion" and r.choices[0].text == ref and r.usage.completion_tokens == info["completion_tokens"]
-    streamed = list(c.completions.create(model=NAME, prompt="Once upon a time", max_tokens=10, temperature=0, stream=True))
+    assert (r.object == "text_completion" and r.choices[0].text == ref
+            and r.usage.completion_tokens == info["completion_tokens"])
+    streamed = list(c.completions.create(model=NAME, prompt="Once upon a time", max_tokens=10, temperature=0,
+                                         stream=True))
     assert "".join(x.choices[0].text for x in streamed) == ref
 
 def test_stop_sequence(served):
@@ -106,7 +112,8 @@ def test_stop_sequence(served):
     want = full[:full.find(stop)]
     r = served["client"].chat.completions.create(model=NAME, messages=MSGS, max_tokens=24, temperature=0, stop=[stop])
     assert (r.choices[0].message.content, r.choices[0].finish_reason) == (want, "stop")
-    s = list(served["client"].chat.completions.create(model=NAME, messages=MSGS, max_tokens=24, temperature=0, stop=stop, stream=True))
+    s = list(served["client"].chat.completions.create(model=NAME, messages=MSGS, max_tokens=24, temperature=0,
+                                                      stop=stop, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in s) == want
 
 def test_seeded_sampling(served):
@@ -117,14 +124,17 @@ def test_seeded_sampling(served):
     assert a == b == ref
 
 def test_concurrent_requests_are_batched_and_exact(served):
-    "Requests of different lengths, at once, streaming and not: each gets exactly its own tokens, and they shared forwards."
+    ("Requests of different lengths, at once, streaming and not: each gets exactly its own tokens, "
+     "and they shared forwards.")
     convs = [[{"role": "user", "content": "x" * n}] for n in (1, 7, 20, 3, 45, 12)]
     refs = [reference(served, c, max_tokens=40)[0] for c in convs]
     out = [None] * len(convs)
     def run(i):
         kw = dict(model=NAME, messages=convs[i], max_tokens=40, temperature=0)
         if i % 2: out[i] = served["client"].chat.completions.create(**kw).choices[0].message.content
-        else: out[i] = "".join(c.choices[0].delta.content or "" for c in served["client"].chat.completions.create(stream=True, **kw))
+        else:
+            out[i] = "".join(c.choices[0].delta.content or ""
+                             for c in served["client"].chat.completions.create(stream=True, **kw))
     before = health(served)
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(convs))]
     for t in threads: t.start()
@@ -137,7 +147,8 @@ def test_concurrent_requests_are_batched_and_exact(served):
 def test_disconnect_frees_the_slot(served):
     before = health(served)
     with httpx.stream("POST", served["base"] + "/v1/chat/completions", headers=H, timeout=60,
-                      json={"messages": MSGS, "max_tokens": 200, "temperature": 0, "ignore_eos": True, "stream": True}) as r:
+                      json={"messages": MSGS, "max_tokens": 200, "temperature": 0, "ignore_eos": True,
+                            "stream": True}) as r:
         it = r.iter_lines()
         got = [next(it) for _ in range(6)]                # a few events, then hang up
         assert health(served)["active"] == 1
@@ -146,14 +157,16 @@ def test_disconnect_frees_the_slot(served):
     after = health(served)
     assert after["active"] == 0
     assert after["decode_rows"] - before["decode_rows"] < 150     # freed at once: it did not run on to its 200 tokens
-    assert served["client"].chat.completions.create(model=NAME, messages=MSGS, max_tokens=3).choices[0].message.content is not None
+    assert served["client"].chat.completions.create(model=NAME, messages=MSGS,
+                                                    max_tokens=3).choices[0].message.content is not None
 
 BAD = [  # (what, method, path, body, headers, status, code)
     ("malformed JSON", "POST", "/v1/chat/completions", b'{"messages": [', H, 400, "invalid_json"),
     ("empty body", "POST", "/v1/chat/completions", b"", H, 400, "invalid_json"),
     ("wrong type", "POST", "/v1/chat/completions", {"messages": MSGS, "max_tokens": "5"}, H, 422, "invalid_type"),
     ("messages not a list", "POST", "/v1/chat/completions", {"messages": "hi"}, H, 422, "invalid_type"),
-    ("bad role", "POST", "/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, H, 422, "invalid_type"),
+    ("bad role", "POST", "/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, H, 422,
+     "invalid_type"),
     ("missing messages", "POST", "/v1/chat/completions", {"model": NAME}, H, 422, "invalid_type"),
     ("unknown model", "POST", "/v1/chat/completions", {"model": "gpt-9", "messages": MSGS}, H, 404, "model_not_found"),
     ("empty messages", "POST", "/v1/chat/completions", {"messages": []}, H, 400, "invalid_value"),
@@ -161,8 +174,10 @@ BAD = [  # (what, method, path, body, headers, status, code)
     ("max_tokens -3", "POST", "/v1/completions", {"prompt": "a", "max_tokens": -3}, H, 400, "invalid_value"),
     ("temperature 5", "POST", "/v1/chat/completions", {"messages": MSGS, "temperature": 5}, H, 400, "invalid_value"),
     ("n 100", "POST", "/v1/chat/completions", {"messages": MSGS, "n": 100}, H, 400, "invalid_value"),
-    ("prompt too long", "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 400}]}, H, 400, "context_length_exceeded"),
-    ("token prompt too long", "POST", "/v1/completions", {"prompt": list(range(10, 10 + CTX))}, H, 400, "context_length_exceeded"),
+    ("prompt too long", "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 400}]}, H,
+     400, "context_length_exceeded"),
+    ("token prompt too long", "POST", "/v1/completions", {"prompt": list(range(10, 10 + CTX))}, H, 400,
+     "context_length_exceeded"),
     ("no key", "POST", "/v1/chat/completions", {"messages": MSGS}, {}, 401, "invalid_api_key"),
     ("wrong key", "GET", "/v1/models", None, {"Authorization": "Bearer nope"}, 401, "invalid_api_key"),
     ("unknown route", "GET", "/v1/nothing", None, H, 404, "not_found"),
@@ -195,7 +210,8 @@ def test_serves_a_lora_adapter(served, tmp_path):
     base_dir = tmp_path / "base"
     tok = served["tok"]
     torch.manual_seed(1)
-    m = MiniLLMForCausalLM(MiniLLMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok), max_seq_len=CTX))
+    m = MiniLLMForCausalLM(MiniLLMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok),
+                                         max_seq_len=CTX))
     with torch.no_grad():
         for p in m.parameters(): p.normal_(0, 0.3) if p.dim() > 1 else None
     m.save_pretrained(base_dir)
@@ -214,7 +230,8 @@ def test_serves_a_lora_adapter(served, tmp_path):
         c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
         name = c.models.list().data[0].id
         assert name == "base+adapter"
-        assert c.chat.completions.create(model=name, messages=MSGS, max_tokens=12, temperature=0).choices[0].message.content == want
+        assert c.chat.completions.create(model=name, messages=MSGS, max_tokens=12,
+                                         temperature=0).choices[0].message.content == want
     finally:
         proc.terminate(); proc.wait(10)
 
@@ -229,6 +246,7 @@ def test_serves_a_transformers_folder(served, tmp_path):
     proc = launch_server(["--ckpt", str(out), "--device", "cpu", "--model_name", "llama-tiny"], port)
     try:
         c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
-        assert c.chat.completions.create(model="llama-tiny", messages=MSGS, max_tokens=12, temperature=0).choices[0].message.content == want
+        assert c.chat.completions.create(model="llama-tiny", messages=MSGS, max_tokens=12,
+                                         temperature=0).choices[0].message.content == want
     finally:
         proc.terminate(); proc.wait(10)

@@ -20,7 +20,8 @@ MSGS = [{"role": "user", "content": "What is the capital of the town by the sea?
 
 def tiny_model(tok, ctx=CTX, seed=0):
     torch.manual_seed(seed)
-    m = MiniLLMForCausalLM(MiniLLMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok), max_seq_len=ctx))
+    m = MiniLLMForCausalLM(MiniLLMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok),
+                                         max_seq_len=ctx))
     with torch.no_grad():
         for p in m.parameters(): p.normal_(0, 0.3) if p.dim() > 1 else None
     return m.eval()
@@ -33,17 +34,19 @@ def served(tmp_path_factory):
     tok.save_pretrained(str(d))
     port = free_port()
     log = open(d / "server.log", "w")
-    proc = launch_server(["--ckpt", str(d), "--device", "cpu", "--api-key", KEY, "--model_name", NAME, "--max_tokens", "16",
-                          "--max_body_bytes", "1000000"], port, log=log)
+    proc = launch_server(["--ckpt", str(d), "--device", "cpu", "--api-key", KEY, "--model_name", NAME, "--max_tokens",
+                          "16", "--max_body_bytes", "1000000"], port, log=log)
     model, tok = load_chat_model(str(d), device="cpu")
     yield dict(base=f"http://127.0.0.1:{port}", port=port, model=model, tok=tok, proc=proc, log=d / "server.log")
     proc.terminate(); proc.wait(10); log.close()
 
 def reference(s, messages=MSGS, max_tokens=24, **kw) -> str:
-    return "".join(stream_reply(s["model"], s["tok"], chat_prompt_ids(s["tok"], messages), max_new_tokens=max_tokens, **kw))
+    return "".join(stream_reply(s["model"], s["tok"], chat_prompt_ids(s["tok"], messages), max_new_tokens=max_tokens,
+                                **kw))
 
 def stream_events(base, body, timeout=120):
-    with httpx.stream("POST", base + "/v1/chat/completions", headers=H, json=body | {"stream": True}, timeout=timeout) as r:
+    with httpx.stream("POST", base + "/v1/chat/completions", headers=H, json=body | {"stream": True},
+                      timeout=timeout) as r:
         assert r.status_code == 200, r.read()
         return list(parse_sse(r.iter_text()))
 
@@ -54,13 +57,17 @@ def stream_text(evs):
 HUGE = "word " * 180_000                                   # 0.9 MB: under the body limit, far over the context
 HOSTILE = [  # (what, path, body (dict, or bytes), acceptable statuses)
     ("temperature 1e-40", "/v1/chat/completions", {"messages": MSGS, "temperature": 1e-40, "max_tokens": 20}, {200}),
-    ("top_p 1e-46", "/v1/chat/completions", {"messages": MSGS, "temperature": 1.0, "top_p": 1e-46, "max_tokens": 20}, {200}),
-    ("top_p 1e-46 streamed", "/v1/chat/completions", {"messages": MSGS, "temperature": 1.0, "top_p": 1e-46, "stream": True}, {200}),
+    ("top_p 1e-46", "/v1/chat/completions", {"messages": MSGS, "temperature": 1.0, "top_p": 1e-46, "max_tokens": 20},
+     {200}),
+    ("top_p 1e-46 streamed", "/v1/chat/completions",
+     {"messages": MSGS, "temperature": 1.0, "top_p": 1e-46, "stream": True}, {200}),
     ("seed 2**64", "/v1/chat/completions", {"messages": MSGS, "temperature": 1, "seed": 2 ** 64}, {400}),
-    ("seed 2**64 streamed", "/v1/chat/completions", {"messages": MSGS, "temperature": 1, "seed": 2 ** 64, "stream": True}, {400}),
+    ("seed 2**64 streamed", "/v1/chat/completions",
+     {"messages": MSGS, "temperature": 1, "seed": 2 ** 64, "stream": True}, {400}),
     ("seed -2**63-1", "/v1/completions", {"prompt": "a", "temperature": 1, "seed": -2 ** 63 - 1}, {400}),
     ("huge prompt", "/v1/chat/completions", {"messages": [{"role": "user", "content": HUGE}]}, {400}),
-    ("huge body", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "' + b"x" * 3_000_000 + b'"}]}', {413}),
+    ("huge body", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "' + b"x" * 3_000_000 + b'"}]}',
+     {413}),
     ("bad logit_bias", "/v1/chat/completions", {"messages": MSGS, "logit_bias": {"99999999": 5}}, {400}),
 ]
 
@@ -80,7 +87,8 @@ def test_hostile_request_fails_alone(served, what, path, body, ok):
     threads = [threading.Thread(target=healthy, args=(i,)) for i in range(3)]
     for t in threads: t.start()
     for e in started: assert e.wait(60)
-    kw = {"content": body, "headers": H | {"Content-Type": "application/json"}} if isinstance(body, bytes) else {"json": body, "headers": H}
+    kw = ({"content": body, "headers": H | {"Content-Type": "application/json"}} if isinstance(body, bytes)
+          else {"json": body, "headers": H})
     r = httpx.post(served["base"] + path, timeout=120, **kw)
     for t in threads: t.join(120)
     assert r.status_code in ok, r.text
@@ -92,16 +100,19 @@ def test_hostile_request_fails_alone(served, what, path, body, ok):
 
 def test_seed_range_is_64_bits(served):
     for seed in (2 ** 64 - 1, -2 ** 63):                       # the extremes torch accepts are fine
-        r = httpx.post(served["base"] + "/v1/completions", headers=H, timeout=60, json={"prompt": "a", "temperature": 1, "seed": seed, "max_tokens": 3})
+        r = httpx.post(served["base"] + "/v1/completions", headers=H, timeout=60,
+                       json={"prompt": "a", "temperature": 1, "seed": seed, "max_tokens": 3})
         assert r.status_code == 200, r.text
-    r = httpx.post(served["base"] + "/v1/chat/completions", headers=H, timeout=60, json={"messages": MSGS, "seed": 2 ** 64, "stream": True})
+    r = httpx.post(served["base"] + "/v1/chat/completions", headers=H, timeout=60,
+                   json={"messages": MSGS, "seed": 2 ** 64, "stream": True})
     assert r.status_code == 400 and r.json()["error"]["param"] == "seed"     # before any stream starts
 
 def test_body_limit_refuses_before_reading(served):
     "A declared 20 MB body is refused with 413 while the client has sent only its first kilobyte."
     with socket.create_connection(("127.0.0.1", served["port"]), timeout=30) as s:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 20000000\r\n\r\n" + b'{"messages": "' + b"x" * 1024)
+                  b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 20000000\r\n\r\n" + b'{"messages": "'
+                  + b"x" * 1024)
         head = b""
         while b"request_too_large" not in head:                # the status line and the JSON body, however split
             piece = s.recv(65536)
@@ -119,7 +130,8 @@ def test_prompt_must_fit_with_max_tokens(served):
     assert "maximum context length is 512 tokens" in r.json()["error"]["message"]
     r = httpx.post(served["base"] + "/v1/completions", headers=H, timeout=60, json={"prompt": ids, "max_tokens": 10})
     assert r.status_code == 200
-    r = httpx.post(served["base"] + "/v1/completions", headers=H, timeout=60, json={"prompt": ids})     # no max_tokens: clipped
+    # no max_tokens: clipped
+    r = httpx.post(served["base"] + "/v1/completions", headers=H, timeout=60, json={"prompt": ids})
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 10
 
 # ---- 4: chunked prefill ----
@@ -131,7 +143,8 @@ def test_chunked_prefill_interleaves_with_decode():
     eng = BatchEngine(m, max_batch=4, prefill_chunk=64).start()
     try:
         log = []
-        stream = eng.submit(GenRequest(list(range(20, 30)), max_tokens=1000, on_event=lambda ev: log.append(("s", ev[0]))))
+        stream = eng.submit(GenRequest(list(range(20, 30)), max_tokens=1000,
+                                       on_event=lambda ev: log.append(("s", ev[0]))))
         while log.count(("s", "token")) < 3: time.sleep(0.005)
         log.append(("long", "submitted"))
         done = threading.Event()
@@ -160,12 +173,14 @@ def test_openapi_declares_bodies_and_real_errors(served):
     assert "messages" in s["components"]["schemas"]["ChatRequest"]["properties"]
 
 def test_schemathesis_no_server_errors(served):
-    "Bodies generated from the published schema (bounded examples per operation): never a 5xx, errors in OpenAI's shape."
+    ("Bodies generated from the published schema (bounded examples per operation): never a 5xx, "
+     "errors in OpenAI's shape.")
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
     schema = schemathesis.openapi.from_url(served["base"] + "/openapi.json")
     ops = [r.ok() for r in schema.get_all_operations()]
-    assert {f"{o.method.upper()} {o.path}" for o in ops} >= {"POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models/{name}"}
+    assert ({f"{o.method.upper()} {o.path}" for o in ops}
+            >= {"POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models/{name}"})
     for op in ops:
         @given(case=op.as_strategy())
         @settings(max_examples=30 if op.method.lower() == "post" else 5, deadline=None, database=None,
@@ -181,7 +196,8 @@ def test_schemathesis_no_server_errors(served):
 # ---- 6: every field honoured or refused by name; clean 422 paths ----
 REFUSED = [("best_of", "/v1/completions", {"prompt": "a", "best_of": 2}),
            ("response_format", "/v1/chat/completions", {"messages": MSGS, "response_format": {"type": "json_object"}}),
-           ("tools", "/v1/chat/completions", {"messages": MSGS, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}),
+           ("tools", "/v1/chat/completions",
+            {"messages": MSGS, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}),
            ("tool_choice", "/v1/chat/completions", {"messages": MSGS, "tool_choice": "required"}),
            ("echo", "/v1/completions", {"prompt": "a", "echo": True, "logprobs": 1}),
            ("suffix", "/v1/completions", {"prompt": "a", "suffix": "b"}),
@@ -195,7 +211,8 @@ def test_unsupported_fields_are_refused_by_name(served, field, path, body):
     assert r.json()["error"]["param"] == field and field in r.json()["error"]["message"]
 
 def test_422_paths_are_field_paths(served):
-    r = httpx.post(served["base"] + "/v1/chat/completions", headers=H, timeout=30, json={"messages": [{"role": "user", "content": 5}]})
+    r = httpx.post(served["base"] + "/v1/chat/completions", headers=H, timeout=30,
+                   json={"messages": [{"role": "user", "content": 5}]})
     assert r.status_code == 422 and r.json()["error"]["param"] == "messages.0.content"
     assert "str" not in r.json()["error"]["param"].split(".")
 
@@ -203,7 +220,8 @@ def test_logit_bias_repetition_penalty_echo_are_honoured(served):
     tok = served["tok"]
     t = tok("sea", add_special_tokens=False)["input_ids"][0]
     r = httpx.post(served["base"] + "/v1/completions", headers=H, timeout=60,
-                   json={"prompt": "Once upon", "max_tokens": 5, "temperature": 0, "logit_bias": {str(t): 100}, "ignore_eos": True}).json()
+                   json={"prompt": "Once upon", "max_tokens": 5, "temperature": 0, "logit_bias": {str(t): 100},
+                         "ignore_eos": True}).json()
     assert r["choices"][0]["text"] == tok.decode([t] * 5)
     ids = tok("a ", add_special_tokens=False)["input_ids"]          # a prompt on which this model repeats itself
     want = "".join(stream_reply(served["model"], tok, ids, max_new_tokens=24, repetition_penalty=1.5))
@@ -211,7 +229,8 @@ def test_logit_bias_repetition_penalty_echo_are_honoured(served):
     r = httpx.post(served["base"] + "/v1/completions", headers=H, timeout=60,
                    json={"prompt": "a ", "max_tokens": 24, "temperature": 0, "repetition_penalty": 1.5}).json()
     assert r["choices"][0]["text"] == want
-    r = httpx.post(served["base"] + "/v1/completions", headers=H, timeout=60, json={"prompt": "Once upon", "max_tokens": 4, "temperature": 0, "echo": True}).json()
+    r = httpx.post(served["base"] + "/v1/completions", headers=H, timeout=60,
+                   json={"prompt": "Once upon", "max_tokens": 4, "temperature": 0, "echo": True}).json()
     assert r["choices"][0]["text"].startswith("Once upon")
 
 def _ref_logprobs(s, prompt_ids, gen_ids):
@@ -221,12 +240,15 @@ def _ref_logprobs(s, prompt_ids, gen_ids):
 def test_chat_logprobs_match_the_model(served):
     tok = served["tok"]
     for stream in (False, True):
-        body = {"messages": MSGS, "max_tokens": 8, "temperature": 0, "logprobs": True, "top_logprobs": 4, "ignore_eos": True}
+        body = {"messages": MSGS, "max_tokens": 8, "temperature": 0, "logprobs": True, "top_logprobs": 4,
+                "ignore_eos": True}
         if stream:
             evs = stream_events(served["base"], body)
-            content = [x for e in evs if isinstance(e, dict) and e["choices"] and e["choices"][0]["logprobs"] for x in e["choices"][0]["logprobs"]["content"]]
+            content = [x for e in evs if isinstance(e, dict) and e["choices"] and e["choices"][0]["logprobs"]
+                       for x in e["choices"][0]["logprobs"]["content"]]
         else:
-            content = httpx.post(served["base"] + "/v1/chat/completions", headers=H, json=body, timeout=60).json()["choices"][0]["logprobs"]["content"]
+            content = httpx.post(served["base"] + "/v1/chat/completions", headers=H, json=body,
+                                 timeout=60).json()["choices"][0]["logprobs"]["content"]
         ids = chat_prompt_ids(tok, MSGS)
         gen = served["model"].generate(torch.tensor([ids]), max_new_tokens=8)[0, len(ids):].tolist()
         assert len(content) == 8
@@ -238,22 +260,27 @@ def test_chat_logprobs_match_the_model(served):
 def test_completion_logprobs_match_the_model(served):
     tok = served["tok"]
     r = httpx.post(served["base"] + "/v1/completions", headers=H, timeout=60,
-                   json={"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "logprobs": 2, "ignore_eos": True}).json()
+                   json={"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "logprobs": 2,
+                         "ignore_eos": True}).json()
     lp = r["choices"][0]["logprobs"]
     ids = tok("Once upon a time", add_special_tokens=False)["input_ids"]
     gen = served["model"].generate(torch.tensor([ids]), max_new_tokens=6)[0, len(ids):].tolist()
     assert lp["tokens"] == [tok.decode([t]) for t in gen]
-    for v, t, ref in zip(lp["token_logprobs"], gen, _ref_logprobs(served, ids, gen)): assert abs(v - float(ref[t])) < 1e-4
+    for v, t, ref in zip(lp["token_logprobs"], gen, _ref_logprobs(served, ids, gen)):
+        assert abs(v - float(ref[t])) < 1e-4
     assert all(len(d) <= 2 for d in lp["top_logprobs"]) and lp["text_offset"][0] == 0
 
 def test_n_choices(served):
     ref = reference(served, max_tokens=12)
-    r = httpx.post(served["base"] + "/v1/chat/completions", headers=H, timeout=60, json={"messages": MSGS, "max_tokens": 12, "temperature": 0, "n": 3}).json()
+    r = httpx.post(served["base"] + "/v1/chat/completions", headers=H, timeout=60,
+                   json={"messages": MSGS, "max_tokens": 12, "temperature": 0, "n": 3}).json()
     assert [c["index"] for c in r["choices"]] == [0, 1, 2] and all(c["message"]["content"] == ref for c in r["choices"])
     kw = {"messages": MSGS, "max_tokens": 12, "temperature": 0.9, "seed": 5}
-    one = httpx.post(served["base"] + "/v1/chat/completions", headers=H, timeout=60, json=kw).json()["choices"][0]["message"]["content"]
+    one = httpx.post(served["base"] + "/v1/chat/completions", headers=H, timeout=60,
+                     json=kw).json()["choices"][0]["message"]["content"]
     evs = stream_events(served["base"], kw | {"n": 2, "stream_options": {"include_usage": True}})
-    per = {i: "".join(e["choices"][0]["delta"].get("content", "") for e in evs if isinstance(e, dict) and e["choices"] and e["choices"][0]["index"] == i) for i in (0, 1)}
+    per = {i: "".join(e["choices"][0]["delta"].get("content", "") for e in evs
+                      if isinstance(e, dict) and e["choices"] and e["choices"][0]["index"] == i) for i in (0, 1)}
     assert per[0] == one == reference(served, max_tokens=12, temperature=0.9, seed=5)
     assert per[1] == reference(served, max_tokens=12, temperature=0.9, seed=6)
     assert evs[-2]["choices"] == [] and 0 < evs[-2]["usage"]["completion_tokens"] <= 24
@@ -290,11 +317,13 @@ def test_queue_full_is_503_with_retry_after(slow_server):
     with httpx.stream("POST", base + "/v1/chat/completions", json=body | {"stream": True}, timeout=60) as a:
         it = a.iter_lines(); next(it)                                    # A runs (the one batch slot)
         res = {}
-        tb = threading.Thread(target=lambda: res.update(b=httpx.post(base + "/v1/chat/completions", json=body | {"max_tokens": 3}, timeout=60)))
+        tb = threading.Thread(target=lambda: res.update(b=httpx.post(base + "/v1/chat/completions",
+                                                                     json=body | {"max_tokens": 3}, timeout=60)))
         tb.start()
         while _health(base)["queued"] < 1: time.sleep(0.01)             # B waits (the one queue place)
         c = httpx.post(base + "/v1/chat/completions", json=body, timeout=60)
-        assert c.status_code == 503 and c.headers["retry-after"] == "1" and c.json()["error"]["code"] == "server_overloaded"
+        assert (c.status_code == 503 and c.headers["retry-after"] == "1"
+                and c.json()["error"]["code"] == "server_overloaded")
     tb.join(60)                                                          # A hung up: B gets its turn
     assert res["b"].status_code == 200
     m = httpx.get(base + "/metrics").text
@@ -314,8 +343,9 @@ def test_request_timeout(slow_server):
 def test_metrics_prometheus_format(served):
     httpx.post(served["base"] + "/v1/chat/completions", headers=H, json={"messages": MSGS, "max_tokens": 4}, timeout=60)
     text = httpx.get(served["base"] + "/metrics").text
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
-                 "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds"):
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:prompt_tokens_total",
+                 "vllm:generation_tokens_total", "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
+                 "vllm:e2e_request_latency_seconds"):
         assert f"# TYPE {name} " in text
     gen = [l for l in text.splitlines() if l.startswith("vllm:generation_tokens_total{")]
     assert float(gen[0].rsplit(" ", 1)[1]) > 0
@@ -326,6 +356,7 @@ def test_cli_finds_the_only_checkpoint(tmp_path):
     tok = load_tokenizer()
     tiny_model(tok).save_pretrained(tmp_path / "full_sft_64")
     tok.save_pretrained(str(tmp_path / "tok"))
-    model, tok2, name = load_served_model(parser().parse_args(["--out_dir", str(tmp_path), "--tokenizer_dir", str(tmp_path / "tok"), "--device", "cpu"]))
+    model, tok2, name = load_served_model(
+        parser().parse_args(["--out_dir", str(tmp_path), "--tokenizer_dir", str(tmp_path / "tok"), "--device", "cpu"]))
     assert name == "full_sft_64" and model.config.dim == 64 and len(tok2) == len(tok)
     assert next(model.parameters()).dtype == torch.float32          # --dtype auto on a CPU without native bf16

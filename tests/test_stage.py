@@ -13,8 +13,8 @@ def env(tmp, **extra):
     return dict(os.environ, MINILLM_CACHE=str(tmp / "cache"), OMP_NUM_THREADS="1", **extra)
 
 def stage(tmp, name, *args, extra_env=None, **kw):
-    return subprocess.run([sys.executable, "-m", f"minillm.train.{name}", *args], cwd=ROOT, env=env(tmp, **(extra_env or {})),
-                          capture_output=True, text=True, timeout=600, **kw)
+    return subprocess.run([sys.executable, "-m", f"minillm.train.{name}", *args], cwd=ROOT,
+                          env=env(tmp, **(extra_env or {})), capture_output=True, text=True, timeout=600, **kw)
 
 def test_dtype_auto_follows_the_cpu(tmp_path):
     "No --dtype: a CPU whose probe says 'no native bf16' trains in float32, and says why."
@@ -26,19 +26,23 @@ def test_dtype_auto_follows_the_cpu(tmp_path):
               extra_env={"MINILLM_CPU_BF16": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     said = re.search(r"dtype auto → (\w+): (.*)", r.stderr)
-    assert said and (said.group(1) == "bfloat16" or "ran at" in said.group(2)), r.stderr[-1000:]   # bf16 only if really faster
-    mfu = [h["mfu"] for h in __import__("torch").load(tmp_path / "o" / "pretrain_32" / "resume.pt", weights_only=True)["history"] if "mfu" in h]
+    # bf16 only if really faster
+    assert said and (said.group(1) == "bfloat16" or "ran at" in said.group(2)), r.stderr[-1000:]
+    mfu = [h["mfu"] for h in __import__("torch").load(tmp_path / "o" / "pretrain_32" / "resume.pt",
+                                                      weights_only=True)["history"] if "mfu" in h]
     assert mfu and all(0 < m <= 1 for m in mfu), mfu
 
 def test_original_chain_shape_and_tokenizer_from_the_checkpoint(tmp_path):
     out = str(tmp_path / "o")
     r = stage(tmp_path, "pretrain", *SHAPE, *FAST, "--max_steps", "4", "--out_dir", out)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (tmp_path / "o" / "pretrain_32" / "tokenizer.json").is_file()                 # the checkpoint carries its tokenizer
+    # the checkpoint carries its tokenizer
+    assert (tmp_path / "o" / "pretrain_32" / "tokenizer.json").is_file()
     # the original command repeats --dim only; the rest of the shape comes from the checkpoint
     r = stage(tmp_path, "sft", "--dim", "32", *FAST, "--max_steps", "2", "--out_dir", out)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "shape and tokenizer taken from it" in r.stdout and (tmp_path / "o" / "full_sft_32" / "tokenizer.json").is_file()
+    assert ("shape and tokenizer taken from it" in r.stdout
+            and (tmp_path / "o" / "full_sft_32" / "tokenizer.json").is_file())
     # no --dim at all: the only pretrain_* checkpoint is found
     r = stage(tmp_path, "sft", *FAST, "--max_steps", "1", "--out_dir", out, "--save_name", "again")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -48,20 +52,24 @@ def test_original_chain_shape_and_tokenizer_from_the_checkpoint(tmp_path):
     # a different tokenizer of the same size is refused; --resize_vocab re-maps by token string
     from minillm.tokenizer import load_tokenizer
     other = load_tokenizer(); other.add_tokens(["<x-one>"]); other.save_pretrained(str(tmp_path / "tok"))
-    r = stage(tmp_path, "sft", "--dim", "32", *FAST, "--max_steps", "1", "--out_dir", out, "--tokenizer_dir", str(tmp_path / "tok"))
+    r = stage(tmp_path, "sft", "--dim", "32", *FAST, "--max_steps", "1", "--out_dir", out, "--tokenizer_dir",
+              str(tmp_path / "tok"))
     assert r.returncode == 2 and "is not the tokenizer" in r.stderr and "--resize_vocab" in r.stderr, r.stderr[-1500:]
-    r = stage(tmp_path, "sft", "--dim", "32", *FAST, "--max_steps", "1", "--out_dir", out, "--tokenizer_dir", str(tmp_path / "tok"),
-              "--resize_vocab", "--save_name", "remapped")
+    r = stage(tmp_path, "sft", "--dim", "32", *FAST, "--max_steps", "1", "--out_dir", out, "--tokenizer_dir",
+              str(tmp_path / "tok"), "--resize_vocab", "--save_name", "remapped")
     assert r.returncode == 0 and "6400 of 6401 rows copied" in r.stdout, r.stdout[-1500:] + r.stderr[-1500:]
     # numbers are checked when parsed, naming the flag
-    for bad, says in [(["--max_seq_len", "0"], "--max_seq_len must be >= 2"), (["--batch_size", "-5"], "--batch_size must be >= 1")]:
+    for bad, says in [(["--max_seq_len", "0"], "--max_seq_len must be >= 2"),
+                      (["--batch_size", "-5"], "--batch_size must be >= 1")]:
         r = stage(tmp_path, "pretrain", *SHAPE, "--out_dir", out, *bad)
         assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-800:]
 
 def test_interrupted_stage_is_not_finished(tmp_path):
-    "SIGTERM mid-run: a partial checkpoint that says so, the resume command, exit 143, no final results; --resume finishes it."
+    ("SIGTERM mid-run: a partial checkpoint that says so, the resume command, exit 143, no final results; "
+     "--resume finishes it.")
     out = tmp_path / "o"
-    args = [sys.executable, "-m", "minillm.train.sft", "--dim", "32", *FAST, "--max_steps", "300", "--save_interval", "2", "--out_dir", str(out)]
+    args = [sys.executable, "-m", "minillm.train.sft", "--dim", "32", *FAST, "--max_steps", "300", "--save_interval",
+            "2", "--out_dir", str(out)]
     r = stage(tmp_path, "pretrain", *SHAPE, *FAST, "--max_steps", "2", "--out_dir", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     p = subprocess.Popen(args, cwd=ROOT, env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -79,7 +87,8 @@ def test_interrupted_stage_is_not_finished(tmp_path):
 
 # checkpoint prefixes, bare or being formatted ("full_sft", "rlhf_...", f"lora_{name}_{dim}"); registry names that
 # equal their prefix ("pretrain", "reason") are lookups, and are only flagged when formatted into a name
-STAGE_NAMES = re.compile(r"""["'](full_sft|rlhf|full_dist)["'_]|["'](pretrain|reason|lora|grpo|reward|full_sft|rlhf|full_dist)_\{""")
+STAGE_NAMES = re.compile(
+    r"""["'](full_sft|rlhf|full_dist)["'_]|["'](pretrain|reason|lora|grpo|reward|full_sft|rlhf|full_dist)_\{""")
 
 def test_stage_names_only_in_the_registry():
     "Checkpoint names are spelled in minillm/registry.py only; every other module asks the registry."
@@ -88,22 +97,29 @@ def test_stage_names_only_in_the_registry():
         if f.name in ("registry.py", "_modidx.py"): continue
         for i, line in enumerate(f.read_text().splitlines(), 1):
             code = line.split("#")[0]
-            if STAGE_NAMES.search(code) and '"""' not in line and "stage_parser(" not in code: hits.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()}")
+            if STAGE_NAMES.search(code) and '"""' not in line and "stage_parser(" not in code:
+                hits.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not hits, "\n".join(hits)
 
 def test_corrupt_checkpoint_is_one_line(tmp_path):
-    "A truncated model.safetensors given to --init_from, eval, serve or convert: one line naming the file, no traceback."
+    ("A truncated model.safetensors given to --init_from, eval, serve or convert: one line naming the file, "
+     "no traceback.")
     out = tmp_path / "o"
     r = stage(tmp_path, "pretrain", *SHAPE, *FAST, "--max_steps", "1", "--out_dir", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     f = out / "pretrain_32" / "model.safetensors"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     says = f"{f}: incomplete or corrupt safetensors file"
-    runs = {"--init_from": [sys.executable, "-m", "minillm.train.sft", *FAST, "--max_steps", "1", "--out_dir", str(out), "--init_from", str(out / "pretrain_32")],
-            "eval": [sys.executable, "-m", "minillm.eval", "--ckpt", str(out / "pretrain_32"), "--model_mode", "0", "--device", "cpu"],
-            "serve": [sys.executable, "-m", "minillm.serve", "--ckpt", str(out / "pretrain_32"), "--device", "cpu", "--port", "0"],
-            "convert": [sys.executable, "-m", "minillm.convert", "--mode", "torch2hf", "--torch_path", str(out / "pretrain_32"),
-                        "--transformers_path", str(tmp_path / "hf")]}
+    runs = {"--init_from": [sys.executable, "-m", "minillm.train.sft", *FAST, "--max_steps", "1", "--out_dir", str(out),
+                            "--init_from", str(out / "pretrain_32")],
+            "eval": [sys.executable, "-m", "minillm.eval", "--ckpt", str(out / "pretrain_32"), "--model_mode", "0",
+                     "--device", "cpu"],
+            "serve": [sys.executable, "-m", "minillm.serve", "--ckpt", str(out / "pretrain_32"), "--device", "cpu",
+                      "--port", "0"],
+            "convert": [sys.executable, "-m", "minillm.convert", "--mode", "torch2hf", "--torch_path",
+                        str(out / "pretrain_32"), "--transformers_path", str(tmp_path / "hf")]}
     for what, cmd in runs.items():
-        r = subprocess.run(cmd, cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, (what, r.returncode, r.stderr[-1500:])
+        r = subprocess.run(cmd, cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=300,
+                           stdin=subprocess.DEVNULL)
+        assert (r.returncode != 0 and says in r.stderr
+                and "Traceback" not in r.stderr), (what, r.returncode, r.stderr[-1500:])

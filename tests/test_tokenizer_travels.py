@@ -8,7 +8,8 @@ from conftest import ROOT
 
 TEXT = "MiniLLM 把文本变成 token: 12345 + 🤖! Don't (x = $y) & so on."
 TINY = ["--dim", "32", "--n_layers", "1", "--n_heads", "2", "--n_kv_heads", "1"]
-FAST = ["--max_seq_len", "64", "--device", "cpu", "--no-progress", "--batch_size", "4", "--max_steps", "2", "--eval_data_path", ""]
+FAST = ["--max_seq_len", "64", "--device", "cpu", "--no-progress", "--batch_size", "4", "--max_steps", "2",
+        "--eval_data_path", ""]
 
 def tokenizer_folder(which: str, tmp: Path) -> str | None:
     "A folder holding the named real tokenizer (None: the shipped one)."
@@ -55,8 +56,8 @@ def test_tokenizer_travels(tmp_path, which):
     proc = launch_server(["--ckpt", str(out / "full_sft_32"), "--device", "cpu"], port)
     try:
         msgs = [{"role": "user", "content": TEXT}]
-        resp = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"messages": msgs, "max_tokens": 2, "temperature": 0},
-                          timeout=300)
+        resp = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                          json={"messages": msgs, "max_tokens": 2, "temperature": 0}, timeout=300)
         assert resp.status_code == 200, resp.text
         expected = len(want.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=False))
         assert resp.json()["usage"]["prompt_tokens"] == expected
@@ -72,5 +73,6 @@ def test_tokenizer_travels(tmp_path, which):
     # a tokenizer that is not the checkpoint's is refused, naming both sizes
     other = None if which != "shipped" else tokenizer_folder("smollm2", tmp_path)
     r = run(tmp_path, "-m", "minillm.train.sft", "--dim", "32", *FAST, "--out_dir", str(out), "--save_name", "x",
-            *(["--tokenizer_dir", other] if other else ["--tokenizer_dir", str(Path(ROOT) / "minillm" / "assets" / "tokenizer")]))
+            *(["--tokenizer_dir", other] if other
+              else ["--tokenizer_dir", str(Path(ROOT) / "minillm" / "assets" / "tokenizer")]))
     assert r.returncode == 2 and "is not the tokenizer" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]

@@ -39,7 +39,8 @@ def test_sigkill_resume_is_bitwise_exact(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stdout
     a, b = weights(tmp_path / "a"), weights(out_b)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+    assert (a.keys() == b.keys()
+            and all(torch.equal(a[k], b[k]) for k in a)), "resumed run differs from the uninterrupted one"
 
 def history(out):
     st = torch.load(Path(out) / "pretrain_32" / "resume.pt", weights_only=True)
@@ -51,7 +52,8 @@ def test_ddp_matches_single_process(tmp_path):
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "minillm.train.pretrain", "--ddp", *TINY, "--out_dir", str(tmp_path / "ddp"), *common,
-                          "--batch_size", "4"], cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=600)
+                          "--batch_size", "4"], cwd=ROOT, env=env(tmp_path), capture_output=True, text=True,
+                         timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     a, b = history(tmp_path / "single"), history(tmp_path / "ddp")
     assert len(a) == len(b) == 8
@@ -60,13 +62,16 @@ def test_ddp_matches_single_process(tmp_path):
     assert a[-1] < a[0]
 
 def test_fsdp_matches_single_process(tmp_path):
-    "FSDP2 (--ddp --fsdp, gloo on CPU): the same curve as one process, and the gathered checkpoint has the same weights."
+    ("FSDP2 (--ddp --fsdp, gloo on CPU): the same curve as one process, "
+     "and the gathered checkpoint has the same weights.")
     common = ["--max_steps", "8", "--eval_data_path", ""]
     single = pretrain(tmp_path, tmp_path / "single", *common, "--batch_size", "8", timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     fsdp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "minillm.train.pretrain", "--ddp", "--fsdp", *TINY, "--out_dir", str(tmp_path / "fsdp"), *common,
-                           "--batch_size", "4"], cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=600)
+                           "-m", "minillm.train.pretrain", "--ddp", "--fsdp", *TINY, "--out_dir",
+                           str(tmp_path / "fsdp"), *common, "--batch_size",
+                           "4"], cwd=ROOT, env=env(tmp_path), capture_output=True, text=True,
+                          timeout=600)
     assert fsdp.returncode == 0, fsdp.stderr[-3000:]
     a, b = history(tmp_path / "single"), history(tmp_path / "fsdp")
     assert len(a) == len(b) == 8

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from ..config import MiniLLMConfig
 from ..model import MiniLLMForCausalLM
 from ..trainer import Loss, LossOutput, _unwrap_model
-from .stage import StageModel, checkpoint_name, model_config_from_args, run_stage, stage_datasets, stage_parser
+from .stage import (StageModel, checkpoint_name, model_config_from_args, run_stage, stage_datasets,
+                                 stage_parser)
 
 # %% auto #0
 __all__ = ['LOGIT_MODES', 'MODES', 'distill_loss', 'load_teacher', 'final_hidden', 'hidden_size', 'DistillLoss', 'teacher_path',
@@ -35,11 +36,13 @@ def distill_loss(student_logits, teacher_logits, labels, mode: str = "logit", te
     if mode == "logit": kd = F.kl_div(ls, lt, log_target=True, reduction="batchmean") * T * T
     elif mode == "reverse_kl": kd = F.kl_div(lt, ls, log_target=True, reduction="batchmean") * T * T
     elif mode == "jsd":
-        m = torch.logsumexp(torch.stack([lt + torch.log(torch.tensor(jsd_beta)), ls + torch.log(torch.tensor(1 - jsd_beta))]), 0)
+        m = torch.logsumexp(
+            torch.stack([lt + torch.log(torch.tensor(jsd_beta)), ls + torch.log(torch.tensor(1 - jsd_beta))]), 0)
         kd = (jsd_beta * F.kl_div(m, lt, log_target=True, reduction="batchmean")
               + (1 - jsd_beta) * F.kl_div(m, ls, log_target=True, reduction="batchmean")) * T * T
     else: kd = F.cross_entropy(s, t.argmax(-1))
-    return LossOutput(alpha * ce + (1 - alpha) * kd, tokens=mask.sum(), ce=ce.detach(), metrics={"distill": kd.detach()})
+    return LossOutput(alpha * ce + (1 - alpha) * kd, tokens=mask.sum(), ce=ce.detach(),
+                      metrics={"distill": kd.detach()})
 
 # %% ../../nbs/09_distillation.ipynb #ca24a0a7
 def load_teacher(a, tok):
@@ -52,15 +55,20 @@ def load_teacher(a, tok):
             name, kw = str(Path(name).parent), {"gguf_file": Path(name).name}
         ttok = AutoTokenizer.from_pretrained(name, trust_remote_code=a.trust_remote_code, **kw)
         tv, sv = ttok.get_vocab(), tok.get_vocab()
-        if len(ttok) > len(tok) or any(sv.get(k) != v for k, v in tv.items()):      # every teacher token: same id for the student
-            raise ValueError(f"teacher {name} uses a different tokenizer than the student ({len(ttok)} vs {len(tok)} tokens, "
-                             "or different ids): distillation needs the same vocabulary; pass the teacher's --tokenizer_dir")
-        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=a.trust_remote_code, dtype=torch.float32, **kw)
+        # every teacher token: same id for the student
+        if len(ttok) > len(tok) or any(sv.get(k) != v for k, v in tv.items()):
+            raise ValueError(
+                f"teacher {name} uses a different tokenizer than the student ({len(ttok)} vs {len(tok)} tokens, "
+                "or different ids): distillation needs the same vocabulary; pass the teacher's --tokenizer_dir")
+        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=a.trust_remote_code, dtype=torch.float32,
+                                                    **kw)
     path = teacher_path(a)
-    if not (path / "config.json").is_file(): raise FileNotFoundError(f"no teacher checkpoint at {path}: pass --teacher_ckpt")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no teacher checkpoint at {path}: pass --teacher_ckpt")
     teacher = MiniLLMForCausalLM.from_pretrained(path)
     if teacher.config.vocab_size != len(tok):
-        raise ValueError(f"teacher {path} has a vocabulary of {teacher.config.vocab_size} tokens, the student's tokenizer {len(tok)}: "
+        raise ValueError(f"teacher {path} has a vocabulary of {teacher.config.vocab_size} tokens, "
+                         f"the student's tokenizer {len(tok)}: "
                          "distillation needs the same tokenizer")
     return teacher
 
@@ -93,7 +101,8 @@ class DistillLoss(Loss):
         self.kw = dict(temperature=temperature, alpha=alpha, jsd_beta=jsd_beta)
         self.__dict__["teacher"] = teacher            # not a submodule: a frozen teacher is not the loss's state
         if mode == "self":
-            if student is None: raise ValueError("distillation_mode='self' needs the student (its EMA copy is the teacher)")
+            if student is None:
+                raise ValueError("distillation_mode='self' needs the student (its EMA copy is the teacher)")
             self.ema = copy.deepcopy(_unwrap_model(student)).eval().requires_grad_(False)
         elif teacher is None: raise ValueError(f"distillation_mode={mode!r} needs a teacher")
         if mode == "feature":
@@ -109,7 +118,8 @@ class DistillLoss(Loss):
             ce = out.logits[:, :-1][mask].float()
             ce = F.cross_entropy(ce, labels[:, 1:][mask])
             kd = F.mse_loss(self.proj(hs[:, :-1][mask]).float(), ht[:, :-1][mask].float())
-            out_ = LossOutput(kw["alpha"] * ce + (1 - kw["alpha"]) * kd, tokens=mask.sum(), ce=ce.detach(), metrics={"distill": kd.detach()})
+            out_ = LossOutput(kw["alpha"] * ce + (1 - kw["alpha"]) * kd, tokens=mask.sum(), ce=ce.detach(),
+                              metrics={"distill": kd.detach()})
         else:
             out = model(ids)
             teacher = self.ema if self.mode == "self" else self.teacher
@@ -128,26 +138,32 @@ class DistillLoss(Loss):
 
 # %% ../../nbs/09_distillation.ipynb #10891497
 def teacher_path(a) -> Path:
-    "The MiniLLM teacher checkpoint: `--teacher_ckpt`, else `<out_dir>/full_sft_<teacher_dim>` as the original names it."
+    ("The MiniLLM teacher checkpoint: `--teacher_ckpt`, else `<out_dir>/full_sft_<teacher_dim>` "
+     "as the original names it.")
     return Path(a.teacher_ckpt) if a.teacher_ckpt else Path(a.out_dir) / checkpoint_name("sft", a.teacher_dim)
 
 def make_model(a, tok) -> StageModel:
     teacher = None if a.distillation_mode == "self" else load_teacher(a, tok)
-    if teacher is not None and a.teacher_block is not None and getattr(teacher.config, "n_block", None) != a.teacher_block:
-        raise ValueError(f"--teacher_block {a.teacher_block}: the teacher has n_block={getattr(teacher.config, 'n_block', None)}")
+    if (teacher is not None and a.teacher_block is not None
+        and getattr(teacher.config, "n_block", None) != a.teacher_block):
+        raise ValueError(
+            f"--teacher_block {a.teacher_block}: the teacher has n_block={getattr(teacher.config, 'n_block', None)}")
     if a.student_ckpt and Path(a.student_ckpt, "config.json").is_file():
         student = MiniLLMForCausalLM.from_pretrained(a.student_ckpt, vocab_size=len(tok), dropout=a.dropout)
     else:
-        if a.student_ckpt: print(f"[distill] --student_ckpt {a.student_ckpt} does not exist yet: the student starts from scratch")
+        if a.student_ckpt:
+            print(f"[distill] --student_ckpt {a.student_ckpt} does not exist yet: the student starts from scratch")
         student = MiniLLMForCausalLM(model_config_from_args(a, len(tok)))
-    loss = DistillLoss(teacher, a.distillation_mode, a.temperature, a.alpha, a.jsd_beta, student=student, ema_decay=a.ema_decay)
+    loss = DistillLoss(teacher, a.distillation_mode, a.temperature, a.alpha, a.jsd_beta, student=student,
+                       ema_decay=a.ema_decay)
     return StageModel(student, loss, frozen=[teacher] if teacher is not None else [])
 
 def parser():
     p = stage_parser("distill", learning_rate=5e-4, batch_size=16, epochs=1)
     g = p.add_argument_group("distillation")
     g.add_argument("--distillation_mode", choices=MODES, default="logit")
-    g.add_argument("--alpha", type=float, default=0.5, help="weight of the label loss; 1 - alpha on the distillation loss")
+    g.add_argument("--alpha", type=float, default=0.5,
+                   help="weight of the label loss; 1 - alpha on the distillation loss")
     g.add_argument("--temperature", type=float, default=2.0)
     g.add_argument("--jsd_beta", type=float, default=0.5)
     g.add_argument("--ema_decay", type=float, default=0.99, help="self mode: the EMA teacher's decay per step")
@@ -165,7 +181,8 @@ def parser():
 
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
-    for k, v in (("dim", a.student_dim), ("n_layers", a.student_layer), ("n_block", a.student_block)):   # the original's names
+    # the original's names
+    for k, v in (("dim", a.student_dim), ("n_layers", a.student_layer), ("n_block", a.student_block)):
         if v is not None: setattr(a, k, v)
     uses_teacher_tokenizer = a.teacher_model_type == "minillm" and a.distillation_mode != "self"
     return run_stage(a, lambda a, tok, d: stage_datasets(a.data_kind)(a, tok, d), make_model,

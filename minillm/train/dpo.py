@@ -32,10 +32,12 @@ def dpo_loss(pc, pr, rc, rr, beta: float = 0.1, loss_type: str = "sigmoid", labe
 
 # %% ../../nbs/08_dpo.ipynb #80715f90
 class DPOLoss:
-    "The stage's loss: batch = `pair_collate` output (B chosen rows, then B rejected); reference = a frozen model or the adapters switched off."
+    ("The stage's loss: batch = `pair_collate` output (B chosen rows, then B rejected); "
+     "reference = a frozen model or the adapters switched off.")
     def __init__(self, ref_model=None, beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
                  length_normalize: bool = False, rpo_alpha: float = 0.0):
-        self.ref, self.beta, self.loss_type, self.ls, self.avg = ref_model, beta, loss_type, label_smoothing, length_normalize
+        self.ref, self.beta, self.loss_type, self.ls, self.avg = (ref_model, beta, loss_type, label_smoothing,
+                                                                  length_normalize)
         self.rpo_alpha = rpo_alpha
 
     def __call__(self, model, batch):
@@ -60,8 +62,8 @@ def make_data(a, tok, d):                    # pairs: B chosen rows then B rejec
 
 def make_model(a, tok) -> StageModel:
     model = load_init_model(a, tok, a.init_ckpt)
-    loss = dict(beta=a.beta, loss_type=a.loss_type, label_smoothing=a.label_smoothing, length_normalize=a.length_normalize,
-                rpo_alpha=a.rpo_alpha)
+    loss = dict(beta=a.beta, loss_type=a.loss_type, label_smoothing=a.label_smoothing,
+                length_normalize=a.length_normalize, rpo_alpha=a.rpo_alpha)
     if a.use_lora:                           # the reference is the same model with its adapters switched off
         apply_lora(model, a.lora_rank, a.lora_alpha, a.lora_dropout, a.lora_targets)
         return StageModel(model, DPOLoss(None, **loss), export=save_lora)
@@ -73,11 +75,15 @@ def parser():
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--loss_type", choices=["sigmoid", "ipo"], default="sigmoid")
     p.add_argument("--label_smoothing", type=float, default=0.0)
-    p.add_argument("--length_normalize", action="store_true", help="average log-probs over the response instead of summing")
+    p.add_argument("--length_normalize", action="store_true",
+                   help="average log-probs over the response instead of summing")
     p.add_argument("--rpo_alpha", type=float, default=1.0,
-                   help="weight of an NLL term on the chosen answers (RPO; this chapter measures why 1.0: plain DPO, 0, breaks answers)")
-    p.add_argument("--strict_pairs", action="store_true", help="error (instead of skip and count) on a bad preference pair")
-    p.add_argument("--use_lora", action="store_true", help="train LoRA adapters; the reference is the model without them")
+                   help="weight of an NLL term on the chosen answers (RPO; this chapter measures why 1.0: plain DPO, "
+                        "0, breaks answers)")
+    p.add_argument("--strict_pairs", action="store_true",
+                   help="error (instead of skip and count) on a bad preference pair")
+    p.add_argument("--use_lora", action="store_true",
+                   help="train LoRA adapters; the reference is the model without them")
     p.add_argument("--lora_rank", type=int, default=8)
     p.add_argument("--lora_alpha", type=float, default=16)
     p.add_argument("--lora_dropout", type=float, default=0.0)

@@ -24,9 +24,11 @@ __all__ = ['prompt_messages', 'PromptDataset', 'prompt_collate', 'batch_records'
 
 # %% ../../nbs/15b_grpo.ipynb #e70b7fc5
 def prompt_messages(rec: dict, where: str = "record") -> list[dict]:
-    "The prompt of a record: `messages`/`conversations` with a final assistant turn dropped, or a pair's `chosen` prompt."
+    ("The prompt of a record: `messages`/`conversations` with a final assistant turn dropped, "
+     "or a pair's `chosen` prompt.")
     from minillm.data import DataError, _check_messages, record_messages
-    msgs = _check_messages(rec["chosen"], where) if "chosen" in rec and "messages" not in rec and "conversations" not in rec \
+    msgs = _check_messages(rec["chosen"],
+                           where) if "chosen" in rec and "messages" not in rec and "conversations" not in rec \
         else record_messages(rec, where)
     if msgs[-1]["role"] == "assistant": msgs = msgs[:-1]
     if not msgs or msgs[-1]["role"] != "user": raise DataError(f"{where}: a prompt must end with a user message")
@@ -56,8 +58,10 @@ def prompt_collate(pad_id: int):
         ids = torch.full((len(batch), L), pad_id); am = torch.zeros(len(batch), L, dtype=torch.long)
         rec = torch.zeros(len(batch), R, dtype=torch.uint8)
         for j, b in enumerate(batch):
-            n = len(b["input_ids"]); ids[j, L - n:] = b["input_ids"]; am[j, L - n:] = 1; rec[j, :len(b["record"])] = b["record"]
-        return {"input_ids": ids, "attention_mask": am, "index": torch.stack([b["index"] for b in batch]), "record": rec}
+            n = len(b["input_ids"]); ids[j, L - n:] = b["input_ids"]; am[j, L - n:] = 1
+            rec[j, :len(b["record"])] = b["record"]
+        return {"input_ids": ids, "attention_mask": am, "index": torch.stack([b["index"] for b in batch]),
+                "record": rec}
     return collate
 
 def batch_records(batch) -> list[dict]:
@@ -85,7 +89,8 @@ def sample_completions(model, input_ids, attention_mask, num_generations: int, s
     for k, s in enumerate(range(0, B, chunk)):
         ids, am = input_ids[s:s + chunk], attention_mask[s:s + chunk]
         keep = am.any(0).nonzero()[0, 0].item() if am.any() else 0          # drop the chunk's common left padding
-        ids, am = ids[:, keep:].repeat_interleave(num_generations, 0), am[:, keep:].repeat_interleave(num_generations, 0)
+        ids, am = (ids[:, keep:].repeat_interleave(num_generations, 0),
+                   am[:, keep:].repeat_interleave(num_generations, 0))
         g = torch.Generator(device=ids.device).manual_seed(seeds[k])
         out = model.generate(ids, attention_mask=am, pad_token_id=pad_token_id, generator=g, **gen_kwargs)
         outs.append(out[:, ids.shape[1]:])
@@ -120,7 +125,8 @@ def token_entropy(logits, chunk: int = 16) -> torch.Tensor:
 
 # %% ../../nbs/15b_grpo.ipynb #12bd0433
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale: str = "group", eps: float = 1e-4):
-    "Advantages `[N]` from rewards `[N]` (groups of `num_generations` consecutive rows), and each group's reward std `[N/G]`."
+    ("Advantages `[N]` from rewards `[N]` (groups of `num_generations` consecutive rows), "
+     "and each group's reward std `[N/G]`.")
     r = rewards.view(-1, num_generations).float()
     std = r.std(1, keepdim=True)
     adv = r - r.mean(1, keepdim=True)
@@ -156,7 +162,8 @@ class GRPOLoss(Loss):
         super().__init__()
         from minillm.data import end_of_turn_ids
         if num_generations < 2: raise ValueError("--num_generations must be >= 2: the baseline is the group's mean")
-        self.tok, self.rewards, self._ref, self.lora_ref = tok, list(rewards), (ref_model,), lora_ref   # a tuple: not a submodule
+        # a tuple: not a submodule
+        self.tok, self.rewards, self._ref, self.lora_ref = tok, list(rewards), (ref_model,), lora_ref
         self.G, self.max_new_tokens, self.temperature, self.beta = num_generations, max_new_tokens, temperature, beta
         self.eps_low, self.eps_high = epsilon, epsilon if epsilon_high is None else epsilon_high
         self.scale, self.mu, self.seed, self.chunk = scale_rewards, mu, seed, rollout_prompts
@@ -181,7 +188,8 @@ class GRPOLoss(Loss):
         total, means = torch.zeros(len(completions)), {}
         for name, fn, w in self.rewards:
             r = torch.tensor([float(x) for x in fn(completions, records)])
-            if r.shape != total.shape: raise ValueError(f"reward {name} returned {r.numel()} values for {len(completions)} completions")
+            if r.shape != total.shape:
+                raise ValueError(f"reward {name} returned {r.numel()} values for {len(completions)} completions")
             total += w * r; means[f"reward/{name}"] = r.mean().item()
         self._mark("reward")
         return total.to(device), means
@@ -194,8 +202,9 @@ class GRPOLoss(Loss):
         index = batch["index"].tolist()
         chunk = self.chunk or len(index)
         seeds = [rollout_seed(self.seed, self.steps, index[s]) for s in range(0, len(index), chunk)]
-        comp = sample_completions(base, ids, am, G, seeds, chunk, self.tok.pad_token_id, max_new_tokens=self.max_new_tokens,
-                                  temperature=self.temperature, eos_token_id=self.stop_ids)
+        comp = sample_completions(base, ids, am, G, seeds, chunk, self.tok.pad_token_id,
+                                  max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                  eos_token_id=self.stop_ids)
         self._mark("generate")
         cmask = completion_mask(comp, self.stop_ids)
         texts = decode_completions(self.tok, comp, cmask)
@@ -209,13 +218,16 @@ class GRPOLoss(Loss):
         if self.beta:
             C = comp.shape[1]
             if self.lora_ref:
-                with lora_disabled(base): ref = token_logps(completion_logits(base, seq, attn, C, self.temperature), comp)
+                with lora_disabled(base):
+                    ref = token_logps(completion_logits(base, seq, attn, C, self.temperature), comp)
             else: ref = token_logps(completion_logits(self._ref[0], seq, attn, C, self.temperature), comp)
             self._mark("reference")
-        ended = (cmask.sum(1) < comp.shape[1]) | torch.isin(comp[:, -1], torch.tensor(self.stop_ids, device=comp.device))
+        ended = ((cmask.sum(1) < comp.shape[1])
+                 | torch.isin(comp[:, -1], torch.tensor(self.stop_ids, device=comp.device)))
         metrics = {"reward": rewards.mean().item(), "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
-                   "zero_std_groups": (std < 1e-6).float().mean().item(), "completion_len": cmask.sum(1).float().mean().item(),
-                   "truncated": (~ended).float().mean().item(), **means}
+                   "zero_std_groups": (std < 1e-6).float().mean().item(),
+                   "completion_len": cmask.sum(1).float().mean().item(), "truncated": (~ended).float().mean().item(),
+                   **means}
         return Rollout(seq, attn, cmask, adv.to(ids.device), ref, None, metrics)
 
     def objective(self, model, roll: Rollout) -> LossOutput:
@@ -252,7 +264,8 @@ class GRPOLoss(Loss):
         ids, am = batch["input_ids"], batch["attention_mask"]
         out = base.generate(ids, attention_mask=am, max_new_tokens=self.max_new_tokens, eos_token_id=self.stop_ids,
                             pad_token_id=self.tok.pad_token_id)[:, ids.shape[1]:]
-        r, _ = self.score(decode_completions(self.tok, out, completion_mask(out, self.stop_ids)), batch_records(batch), ids.device)
+        r, _ = self.score(decode_completions(self.tok, out, completion_mask(out, self.stop_ids)), batch_records(batch),
+                          ids.device)
         return LossOutput(-r.mean(), tokens=len(r), ce=-r.mean())
 
     def forward(self, model, batch) -> LossOutput:
@@ -279,11 +292,15 @@ def make_rewards(a) -> tuple[list[tuple[str, Callable, float]], list]:
         fns.append((mr.__name__, mr)); frozen.append(mr.model)
     if not fns: raise ValueError("no reward: pass --reward (e.g. exact_answer,format) and/or --reward_model PATH")
     w = [float(x) for x in a.reward_weights.split(",")] if a.reward_weights else [1.0] * len(fns)
-    if len(w) != len(fns): raise ValueError(f"--reward_weights has {len(w)} values for {len(fns)} rewards ({', '.join(n for n, _ in fns)})")
+    if len(w) != len(fns):
+        raise ValueError(
+            f"--reward_weights has {len(w)} values for {len(fns)} rewards ({', '.join(n for n, _ in fns)})")
     return [(n, f, wi) for (n, f), wi in zip(fns, w)], frozen
 
 def make_model(a, tok) -> StageModel:
-    if a.dropout: raise ValueError("--dropout must be 0 for GRPO: samples and their log-probs come from the policy with dropout off")
+    if a.dropout:
+        raise ValueError(
+            "--dropout must be 0 for GRPO: samples and their log-probs come from the policy with dropout off")
     model = load_init_model(a, tok, a.init_ckpt)
     rewards, frozen = make_rewards(a)
     ref, export = None, None
@@ -291,9 +308,10 @@ def make_model(a, tok) -> StageModel:
         apply_lora(model, a.lora_rank, a.lora_alpha, a.lora_dropout, a.lora_targets); export = save_lora
     elif a.beta > 0:
         ref = copy.deepcopy(model); frozen.append(ref)
-    loss = GRPOLoss(tok, rewards, ref, lora_ref=a.use_lora, num_generations=a.num_generations, max_new_tokens=a.max_new_tokens,
-                    temperature=a.temperature, beta=a.beta, epsilon=a.epsilon, epsilon_high=a.epsilon_high,
-                    scale_rewards=a.scale_rewards, mu=a.mu, seed=a.seed, rollout_prompts=a.rollout_prompts)
+    loss = GRPOLoss(tok, rewards, ref, lora_ref=a.use_lora, num_generations=a.num_generations,
+                    max_new_tokens=a.max_new_tokens, temperature=a.temperature, beta=a.beta, epsilon=a.epsilon,
+                    epsilon_high=a.epsilon_high, scale_rewards=a.scale_rewards, mu=a.mu, seed=a.seed,
+                    rollout_prompts=a.rollout_prompts)
     return StageModel(model, loss, frozen, export)
 
 def parser():
@@ -303,17 +321,23 @@ def parser():
                    "(default: exact_answer,format, or none when --reward_model is given)")
     g.add_argument("--reward_model", default=None, help="a train_reward_model folder, scored as one more reward")
     g.add_argument("--reward_weights", default=None, help="comma-separated weights, one per reward (default 1 each)")
-    g.add_argument("--num_generations", type=checked(int, "num_generations", 2), default=8, help="completions per prompt (G)")
+    g.add_argument("--num_generations", type=checked(int, "num_generations", 2), default=8,
+                   help="completions per prompt (G)")
     g.add_argument("--max_new_tokens", type=checked(int, "max_new_tokens", 1), default=256)
     g.add_argument("--temperature", type=checked(float, "temperature", 0), default=1.0)
-    g.add_argument("--beta", type=checked(float, "beta", 0), default=0.0, help="weight of the k3 KL to the reference (0: no reference)")
+    g.add_argument("--beta", type=checked(float, "beta", 0), default=0.0,
+                   help="weight of the k3 KL to the reference (0: no reference)")
     g.add_argument("--epsilon", type=checked(float, "epsilon", 0), default=0.2, help="clip range below 1")
-    g.add_argument("--epsilon_high", type=checked(float, "epsilon_high", 0), default=None, help="clip range above 1 (default --epsilon; DAPO: 0.28)")
-    g.add_argument("--scale_rewards", choices=["group", "none"], default="group", help="none: Dr. GRPO (no std division)")
+    g.add_argument("--epsilon_high", type=checked(float, "epsilon_high", 0), default=None,
+                   help="clip range above 1 (default --epsilon; DAPO: 0.28)")
+    g.add_argument("--scale_rewards", choices=["group", "none"], default="group",
+                   help="none: Dr. GRPO (no std division)")
     g.add_argument("--mu", type=checked(int, "mu", 1), default=1, help="updates per rollout batch")
     g.add_argument("--rollout_prompts", type=checked(int, "rollout_prompts", 0), default=0,
-                   help="prompts per generate call (0: the whole micro-batch; 1: samples independent of how ranks split a batch)")
-    g.add_argument("--use_lora", action="store_true", help="train LoRA adapters; the reference is the model without them")
+                   help="prompts per generate call (0: the whole micro-batch; 1: "
+                        "samples independent of how ranks split a batch)")
+    g.add_argument("--use_lora", action="store_true",
+                   help="train LoRA adapters; the reference is the model without them")
     g.add_argument("--lora_rank", type=int, default=8)
     g.add_argument("--lora_alpha", type=float, default=16)
     g.add_argument("--lora_dropout", type=float, default=0.0)

@@ -29,7 +29,8 @@ class ReasonLoss:
     def __call__(self, model, batch):
         out = model(batch["input_ids"])
         logits, target = out.logits[:, :-1].float(), batch["labels"][:, 1:]
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="none")
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                             reduction="none")
         w = self.weights(batch["labels"]).reshape(-1)
         loss = (ce * w).sum() / w.sum().clamp(min=1)
         inside = (target != -100).reshape(-1)
@@ -42,13 +43,15 @@ make_data = stage_datasets("sft")
 
 def make_model(a, tok) -> StageModel:
     tag_ids = tok.convert_tokens_to_ids(list(THINK_TAGS))
-    if any(i is None or i == tok.unk_token_id for i in tag_ids) or any(len(tok(t, add_special_tokens=False)["input_ids"]) != 1 for t in THINK_TAGS):
+    if (any(i is None or i == tok.unk_token_id for i in tag_ids)
+        or any(len(tok(t, add_special_tokens=False)["input_ids"]) != 1 for t in THINK_TAGS)):
         raise ValueError(f"the tokenizer must have {THINK_TAGS} as single tokens (the MiniLLM tokenizer does)")
     return StageModel(load_init_model(a, tok, a.init_ckpt), ReasonLoss(tag_ids, a.tag_weight))
 
 def parser():
     p = stage_parser("reason", learning_rate=5e-5, batch_size=16, epochs=1)
-    p.add_argument("--tag_weight", type=float, default=5.0, help="loss weight of the think/answer tag tokens (inside the mask)")
+    p.add_argument("--tag_weight", type=float, default=5.0,
+                   help="loss weight of the think/answer tag tokens (inside the mask)")
     p.set_defaults(max_seq_len=1024)
     return p
 

@@ -53,13 +53,15 @@ def resolve_reward(spec: str) -> Callable:
 
 # %% ../../nbs/15_reward.ipynb #d2a0e8ea
 def last_trained(labels: torch.Tensor) -> torch.Tensor:
-    "Index of the last labelled (`!= -100`) position of each row of `labels` `[B, T]`: where a reward model reads its score."
+    ("Index of the last labelled (`!= -100`) position of each row of `labels` `[B, T]`: "
+     "where a reward model reads its score.")
     T = labels.shape[1]
     pos = torch.arange(T, device=labels.device).expand_as(labels)
     return torch.where(labels != -100, pos, -1).amax(-1).clamp(min=0)
 
 class RewardModel(torch.nn.Module):
-    "A MiniLLM body and a scalar head: `forward(input_ids, last)` is the score `[B]` of each sequence, read at position `last`."
+    ("A MiniLLM body and a scalar head: `forward(input_ids, last)` is the score `[B]` of each sequence, "
+     "read at position `last`.")
     def __init__(self, lm: MiniLLMForCausalLM):
         super().__init__()
         self.lm, self.config = lm, lm.config
@@ -97,9 +99,10 @@ def save_reward_model(model: RewardModel, folder, extra: dict | None = None):
     from safetensors.torch import save_file
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     model.lm.save_pretrained(folder)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.score.state_dict().items()}, str(folder / "reward_head.safetensors"))
-    info = {"kind": REWARD_KIND, "head": "reward_head.safetensors", "read_at": "last trained token (the end of the answer's turn)",
-            "loss": "bradley-terry", **(extra or {})}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.score.state_dict().items()},
+              str(folder / "reward_head.safetensors"))
+    info = {"kind": REWARD_KIND, "head": "reward_head.safetensors",
+            "read_at": "last trained token (the end of the answer's turn)", "loss": "bradley-terry", **(extra or {})}
     (folder / "reward_model.json").write_text(json.dumps(info, indent=2))
     return folder
 
@@ -112,7 +115,8 @@ def load_reward_model(folder, device: str | None = None) -> RewardModel:
     "A saved reward model, in eval mode without gradients."
     from minillm.model import read_safetensors
     folder = Path(folder)
-    if not is_reward_model(folder): raise FileNotFoundError(f"no reward model at {folder} (reward_model.json of kind {REWARD_KIND!r} missing)")
+    if not is_reward_model(folder):
+        raise FileNotFoundError(f"no reward model at {folder} (reward_model.json of kind {REWARD_KIND!r} missing)")
     rm = RewardModel(MiniLLMForCausalLM.from_pretrained(folder, dropout=0.0))
     rm.score.load_state_dict(read_safetensors(folder / "reward_head.safetensors"))
     return rm.to(device or "cpu").eval().requires_grad_(False)
@@ -138,14 +142,18 @@ class ModelReward:
         dev = next(self.model.parameters()).device
         out = []
         for i in range(0, len(completions), self.batch_size):
-            enc = [self.encode(r["messages"], c) for c, r in zip(completions[i:i + self.batch_size], records[i:i + self.batch_size])]
+            enc = [self.encode(r["messages"], c)
+                   for c, r in zip(completions[i:i + self.batch_size], records[i:i + self.batch_size])]
             L = max(len(ids) for ids, _ in enc)
-            x = torch.tensor([ids + [self.tok.pad_token_id] * (L - len(ids)) for ids, _ in enc], device=dev)   # right padding:
-            out += self.model(x, torch.tensor([j for _, j in enc], device=dev)).tolist()                   # causal, harmless
+            # right padding:
+            x = torch.tensor([ids + [self.tok.pad_token_id] * (L - len(ids)) for ids, _ in enc], device=dev)
+            # causal, harmless
+            out += self.model(x, torch.tensor([j for _, j in enc], device=dev)).tolist()
         return out
 
 def pair_accuracy(reward, path) -> tuple[float, list[float]]:
-    "Share of the preference pairs in the jsonl at `path` whose chosen answer `reward` scores above the rejected one; the margins."
+    ("Share of the preference pairs in the jsonl at `path` whose chosen answer `reward` scores above the rejected one; "
+     "the margins.")
     from minillm.metrics import read_records
     recs = read_records(path)
     prompts = [r["chosen"][:-1] for r in recs]
@@ -158,11 +166,13 @@ def pair_accuracy(reward, path) -> tuple[float, list[float]]:
 make_data = stage_datasets("dpo")
 
 def make_model(a, tok) -> StageModel:
-    return StageModel(RewardModel(load_init_model(a, tok, a.init_ckpt)), BTLoss(a.center_coef), export=save_reward_model)
+    return StageModel(RewardModel(load_init_model(a, tok, a.init_ckpt)), BTLoss(a.center_coef),
+                      export=save_reward_model)
 
 def parser():
     p = stage_parser("reward", learning_rate=1e-4, batch_size=8, epochs=2)
-    p.add_argument("--center_coef", type=float, default=0.0, help="weight of (r_chosen + r_rejected)^2: keeps scores near 0")
+    p.add_argument("--center_coef", type=float, default=0.0,
+                   help="weight of (r_chosen + r_rejected)^2: keeps scores near 0")
     return p
 
 def report_accuracy(a) -> float | None:

@@ -6,7 +6,8 @@
 from __future__ import annotations
 import sys
 from ..model import MiniLLMForCausalLM
-from .stage import StageModel, demo_data, load_init_model, run_stage, stage_datasets, stage_parser, uses_demo_data
+from .stage import (StageModel, demo_data, load_init_model, run_stage, stage_datasets, stage_parser,
+                                 uses_demo_data)
 
 # %% auto #0
 __all__ = ['make_data', 'make_model', 'parser', 'show_answers', 'main']
@@ -20,7 +21,8 @@ def make_model(a, tok) -> StageModel:
 def parser():
     p = stage_parser("sft", learning_rate=5e-5, batch_size=16, epochs=2)
     p.add_argument("--sample_questions", type=int, default=None,
-                   help="print answers to this many held-out demo questions (default: 5 when training on the demo data, else 0)")
+                   help="print answers to this many held-out demo questions (default: "
+                        "5 when training on the demo data, else 0)")
     return p
 
 def show_answers(a, n: int):
@@ -33,7 +35,8 @@ def show_answers(a, n: int):
     model = MiniLLMForCausalLM.from_pretrained(a.saved).eval()
     recs = read_records(path)
     acc, answers = answer_accuracy(model, tok, recs)
-    for r, ans in list(zip(recs, answers))[:n]: print(f"  Q: {r['messages'][-1]['content']}\n  A: {ans}   (expected: {r['expected']})")
+    for r, ans in list(zip(recs, answers))[:n]:
+        print(f"  Q: {r['messages'][-1]['content']}\n  A: {ans}   (expected: {r['expected']})")
     print(f"[sft] held-out answer accuracy: {acc:.0%} of {len(recs)} questions")
 
 def main(argv=None) -> int:

@@ -15,8 +15,8 @@ import torch.distributed as dist
 
 from ..config import MiniLLMConfig
 from ..model import MiniLLMForCausalLM, resolve_device
-from ..registry import DEMO_MODEL_ARGS, DEMO_PRETRAIN_ARGS, DEMO_RECIPES, DEMO_SFT_ARGS, STAGES, Stage, checkpoint_name, \
-    demo_data, stage_for_mode
+from ..registry import (DEMO_MODEL_ARGS, DEMO_PRETRAIN_ARGS, DEMO_RECIPES, DEMO_SFT_ARGS, STAGES, Stage,
+                              checkpoint_name, demo_data, stage_for_mode)
 from ..perf import Dist, init_distributed, shutdown_distributed
 from ..trainer import LossOutput, Trainer, add_train_args, checked, lm_loss, train_args_from
 
@@ -35,18 +35,21 @@ class StageModel:
     export: Callable | None = None           # export(model, folder): the stage's own artefact (e.g. a LoRA adapter)
 
 # %% ../../nbs/04d_stage.ipynb #0d8529f8
-SHAPE_DEFAULTS = dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=2, hidden_dim=None, n_block=None, use_moe=False, qk_norm=False)
+SHAPE_DEFAULTS = dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=2, hidden_dim=None, n_block=None, use_moe=False,
+                      qk_norm=False)
 "A new model's shape when no flag says otherwise (the original MiniLLM's default size)."
 
 def add_model_args(p: argparse.ArgumentParser):
     g = p.add_argument_group("model (a new model's shape; fine-tuning stages take it from their checkpoint)")
     for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "n_block"):
         g.add_argument(f"--{name}", type=checked(int, name, 1), default=None,
-                       help=f"default {SHAPE_DEFAULTS[name]}" + (": blocks of 8 virtual layers from 5 unique ones" if name == "n_block" else ""))
+                       help=f"default {SHAPE_DEFAULTS[name]}"
+                           + (": blocks of 8 virtual layers from 5 unique ones" if name == "n_block" else ""))
     g.add_argument("--use_moe", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--qk_norm", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--dropout", type=checked(float, "dropout", 0), default=0.0)
-    g.add_argument("--max_seq_len", type=checked(int, "max_seq_len", 2), default=512, help="training sequence length (tokens)")
+    g.add_argument("--max_seq_len", type=checked(int, "max_seq_len", 2), default=512,
+                   help="training sequence length (tokens)")
     g.add_argument("--context_len", type=checked(int, "context_len", 2), default=None,
                    help="a new model's capacity in tokens (default: max(8192, --max_seq_len))")
     return p
@@ -55,12 +58,15 @@ def add_data_args(p: argparse.ArgumentParser, data_path: str | None = None, eval
     g = p.add_argument_group("data")
     g.add_argument("--data_path", default=data_path)
     g.add_argument("--eval_data_path", default=eval_data_path)
-    g.add_argument("--tokenizer_dir", default=None, help="default: the starting checkpoint's own tokenizer, else the one shipped with MiniLLM")
+    g.add_argument("--tokenizer_dir", default=None,
+                   help="default: the starting checkpoint's own tokenizer, else the one shipped with MiniLLM")
     g.add_argument("--resize_vocab", action=argparse.BooleanOptionalAction, default=False,
-                   help="accept a --tokenizer_dir that differs from the checkpoint's: embedding rows are re-mapped by token string")
+                   help="accept a --tokenizer_dir that differs from the checkpoint's: "
+                        "embedding rows are re-mapped by token string")
     g.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False)
     g.add_argument("--skip_bad_lines", action=argparse.BooleanOptionalAction, default=False)
-    g.add_argument("--num_proc", type=checked(int, "num_proc", 1), default=None, help="tokenizer processes for the cache")
+    g.add_argument("--num_proc", type=checked(int, "num_proc", 1), default=None,
+                   help="tokenizer processes for the cache")
     g.add_argument("--cache_dir", default=None)
     return p
 
@@ -73,21 +79,23 @@ def stage_parser(stage: str | Stage, **train_defaults) -> argparse.ArgumentParse
     add_train_args(p, **train_defaults)
     if s.init:
         p.add_argument("--init_from", default=None,
-                       help=f"checkpoint folder to start from (default: <out_dir>/{checkpoint_name(s.init, 'DIM')} or the only one there)")
+                       help="checkpoint folder to start from (default: "
+                            f"<out_dir>/{checkpoint_name(s.init, 'DIM')} or the only one there)")
     p.set_defaults(stage=s.name)
     return p
 
 # %% ../../nbs/04d_stage.ipynb #567fc931
 def _cfg_shape(cfg: MiniLLMConfig) -> dict:
-    return dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, hidden_dim=cfg.hidden_dim,
-                n_block=cfg.n_block, use_moe=cfg.use_moe, qk_norm=cfg.qk_norm)
+    return dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
+                hidden_dim=cfg.hidden_dim, n_block=cfg.n_block, use_moe=cfg.use_moe, qk_norm=cfg.qk_norm)
 
 def find_init_checkpoint(a) -> Path:
     "The checkpoint a fine-tuning stage starts from: `--init_from`, else by `--dim`, else the only one in `--out_dir`."
     init = STAGES[STAGES[a.stage].init]
     if getattr(a, "init_from", None):
         p = Path(a.init_from).expanduser()
-        if not (p / "config.json").is_file(): raise FileNotFoundError(f"--init_from {p}: no MiniLLM checkpoint there (config.json missing)")
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"--init_from {p}: no MiniLLM checkpoint there (config.json missing)")
         return p
     out = Path(a.out_dir).expanduser()
     if a.dim is not None:
@@ -99,8 +107,11 @@ def find_init_checkpoint(a) -> Path:
     found = sorted(q for q in out.glob(f"{init.prefix}_*") if (q / "config.json").is_file() and q.name.endswith(suffix)
                    and q.name[len(init.prefix) + 1:].removesuffix(suffix).isdigit())
     if len(found) == 1: return found[0]
-    if not found: raise FileNotFoundError(f"no {init.prefix}_<dim> checkpoint in {out} to start from: run {init.prog} first or pass --init_from")
-    raise ValueError(f"several checkpoints to start from in {out} ({', '.join(q.name for q in found)}): pass --dim or --init_from")
+    if not found:
+        raise FileNotFoundError(
+            f"no {init.prefix}_<dim> checkpoint in {out} to start from: run {init.prog} first or pass --init_from")
+    raise ValueError(
+        f"several checkpoints to start from in {out} ({', '.join(q.name for q in found)}): pass --dim or --init_from")
 
 def resolve_model_args(a) -> Path | None:
     "Fill the shape flags of `a` (from the defaults, or from the starting checkpoint); return that checkpoint, if any."
@@ -121,19 +132,22 @@ def resolve_model_args(a) -> Path | None:
 
 def model_config_from_args(a, vocab_size: int) -> MiniLLMConfig:
     "A new model's config from the (resolved) shape flags."
-    return MiniLLMConfig(dim=a.dim, n_layers=None if a.n_block else a.n_layers, n_heads=a.n_heads, n_kv_heads=a.n_kv_heads,
-                         hidden_dim=a.hidden_dim, n_block=a.n_block, use_moe=a.use_moe, qk_norm=a.qk_norm, dropout=a.dropout,
-                         vocab_size=vocab_size, max_seq_len=a.context_len or max(8192, a.max_seq_len))
+    return MiniLLMConfig(dim=a.dim, n_layers=None if a.n_block else a.n_layers, n_heads=a.n_heads,
+                         n_kv_heads=a.n_kv_heads, hidden_dim=a.hidden_dim, n_block=a.n_block, use_moe=a.use_moe,
+                         qk_norm=a.qk_norm, dropout=a.dropout, vocab_size=vocab_size,
+                         max_seq_len=a.context_len or max(8192, a.max_seq_len))
 
 # %% ../../nbs/04d_stage.ipynb #03a32aad
 def stage_tokenizer(a, ckpt: Path | None):
-    "The tokenizer of a run: the starting checkpoint's own (an explicit, different `--tokenizer_dir` is refused), else `--tokenizer_dir`."
+    ("The tokenizer of a run: the starting checkpoint's own (an explicit, different `--tokenizer_dir` is refused), "
+     "else `--tokenizer_dir`.")
     from minillm.tokenizer import load_tokenizer, tokenizer_for_checkpoint
     if ckpt is None: return load_tokenizer(a.tokenizer_dir, a.trust_remote_code)
     return tokenizer_for_checkpoint(ckpt, a.tokenizer_dir, a.trust_remote_code, resize_vocab=a.resize_vocab)
 
 def load_init_model(a, tok, ckpt: Path | None = None):
-    "The model a fine-tuning stage starts from, its vocabulary `len(tok)`: rows re-mapped by token string if the tokenizer changed."
+    ("The model a fine-tuning stage starts from, its vocabulary `len(tok)`: "
+     "rows re-mapped by token string if the tokenizer changed.")
     from minillm.tokenizer import has_tokenizer, load_tokenizer, same_tokenizer, vocab_row_map
     ckpt = ckpt or find_init_checkpoint(a)
     old_tok = load_tokenizer(ckpt, a.trust_remote_code) if has_tokenizer(ckpt) else None
@@ -149,8 +163,8 @@ def load_init_model(a, tok, ckpt: Path | None = None):
             if k in sd and k in own:
                 own[k][new_ids] = sd[k][old_ids]; sd[k] = own[k]
     model.load_state_dict(sd)
-    print(f"[{a.stage}] re-mapped the vocabulary to --tokenizer_dir by token string: {len(new_ids)} of {len(tok)} rows copied "
-          f"from {ckpt}, {len(tok) - len(new_ids)} initialised")
+    print(f"[{a.stage}] re-mapped the vocabulary to --tokenizer_dir by token string: "
+          f"{len(new_ids)} of {len(tok)} rows copied from {ckpt}, {len(tok) - len(new_ids)} initialised")
     return model
 
 # %% ../../nbs/04d_stage.ipynb #fe6ba824
@@ -182,8 +196,10 @@ def uses_demo_data(a) -> bool:
 # %% ../../nbs/04d_stage.ipynb #f435a99a
 STOPPED = 128                      # exit code = 128 + signal number, as shells report it
 
-def run_stage(a: argparse.Namespace, make_data: Callable, make_model: Callable, tokenizer_ckpt: Callable | None = None) -> int:
-    """The `main` of every stage. `make_data(a, tok, dist) -> (train, eval, collate)`; `make_model(a, tok) -> StageModel`.
+def run_stage(a: argparse.Namespace, make_data: Callable, make_model: Callable,
+              tokenizer_ckpt: Callable | None = None) -> int:
+    """The `main` of every stage. `make_data(a, tok, dist) -> (train, eval, collate)`;
+    `make_model(a, tok) -> StageModel`.
     `tokenizer_ckpt(a)`: a checkpoint whose tokenizer the run uses when it starts no model from one (a teacher's).
     Saves `<out_dir>/<prefix>_<dim>[_moe]`; sets `a.saved` to that folder."""
     from minillm.data import DataError
@@ -212,7 +228,9 @@ def run_stage(a: argparse.Namespace, make_data: Callable, make_model: Callable, 
         a.saved = Path(a.out_dir) / a.save_name
         code = STOPPED + tr._stop_signal if tr.interrupted else 0
         if d.main:
-            if code: print(f"[{s.name}] interrupted: resume with  {shlex.join([s.prog, *sys.argv[1:], '--resume'])}", file=sys.stderr)
+            if code:
+                print(f"[{s.name}] interrupted: resume with  {shlex.join([s.prog, *sys.argv[1:], '--resume'])}",
+                      file=sys.stderr)
             else: print(f"[{s.name}] saved {a.saved}")
         del tr, made
         shutdown_distributed()
