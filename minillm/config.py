@@ -8,7 +8,7 @@ import math
 from transformers import PretrainedConfig
 
 # %% auto #0
-__all__ = ['BLOCK_PATTERN', 'MiniLLMConfig']
+__all__ = ['BLOCK_PATTERN', 'MiniLLMConfig', 'method_of']
 
 # %% ../nbs/02a_config.ipynb #22937fd7
 BLOCK_PATTERN = (0, 1, 2, 3, 1, 2, 3, 4)  # virtual layer -> unique layer, within one block of n_block
@@ -90,3 +90,10 @@ class MiniLLMConfig(PretrainedConfig):
 
     @property
     def n_unique_layers(self) -> int: return max(self.layer_map) + 1
+
+# %% ../nbs/02a_config.ipynb #cd7a89ba
+def method_of(cls):
+    "Attach the decorated function to `cls` as a method (build a class up across notebook cells)."
+    def attach(f):
+        f.__qualname__ = f"{cls.__name__}.{f.__name__}"; setattr(cls, f.__name__, f); return f
+    return attach

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal
 import torch
+from .config import method_of
 from .model import KVCache, process_logits
 from .eval import chat_prompt_ids, stop_token_ids, TextStream, VisibleStream, visible_text
 from .tokenizer import split_think, THINK_TAGS
@@ -129,7 +130,7 @@ def token_logprobs(logits: torch.Tensor, token: int, k: int = 0) -> tuple[float,
     top = lp.topk(k) if k > 0 else None
     return float(lp[token]), (list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else [])
 
-# %% ../nbs/12_serve.ipynb #1dcae31d
+# %% ../nbs/12_serve.ipynb #f5f747b4
 @dataclass(eq=False)
 class GenRequest:
     """One generation: prompt ids, sampling settings, and `on_event`, called from the worker thread.
@@ -172,6 +173,8 @@ def _shape_logits(lg: torch.Tensor, r: GenRequest, counts: torch.Tensor | None) 
         lg = lg - r.frequency_penalty * gen[None] - r.presence_penalty * (gen > 0).float()[None]
     return lg
 
+
+# %% ../nbs/12_serve.ipynb #7225295a
 class BatchEngine:
     """Continuous batching over a MiniLLM model: `submit` requests from any thread; a worker thread prefills new
     ones (long prompts in chunks of `prefill_chunk` tokens, between decode steps), merges them into the running
@@ -227,7 +230,7 @@ class BatchEngine:
             elif ev[0] == "done": return toks, ev[1]
             else: raise RuntimeError(ev[1])
 
-    # ---- the worker thread ----
+    # ---- the worker thread: its loop; the steps are attached in the cells below ----
     def _run(self):
         with torch.inference_mode():
             while not self._stop.is_set():
@@ -255,151 +258,171 @@ class BatchEngine:
     def _finish(self, r: GenRequest, ev: tuple):
         self._emit(r, ev); self._state.pop(r, None)
 
-    def _take(self, block: bool):
-        "Move submitted requests into the waiting line (waiting a little for one when there is nothing else to do)."
+
+# %% ../nbs/12_serve.ipynb #7c071d26
+@method_of(BatchEngine)
+def _take(self, block: bool):
+    "Move submitted requests into the waiting line (waiting a little for one when there is nothing else to do)."
+    try:
+        r = self.inbox.get(timeout=0.05) if block else self.inbox.get_nowait()
+        while True:
+            if r is not None: self.waiting.append(r)
+            r = self.inbox.get_nowait()
+    except queue.Empty: pass
+    if any(r.cancelled for r in self.waiting):         # a client gave up while waiting: free its place now
+        for r in [r for r in self.waiting if r.cancelled]: self._finish(r, ("done", "cancelled", 0))
+        self.waiting = deque(r for r in self.waiting if not r.cancelled)
+
+@method_of(BatchEngine)
+def _is_long(self, r: GenRequest) -> bool: return 0 < self.prefill_chunk < len(r.prompt_ids)
+@method_of(BatchEngine)
+def _slots(self) -> int: return self.max_batch - len(self.rows) - (self.partial is not None)
+@method_of(BatchEngine)
+def _admissible(self) -> bool:
+    return self._slots() > 0 and any(not self._is_long(r) for r in self.waiting)
+
+@method_of(BatchEngine)
+def _admit(self):
+    """Prefill waiting prompts together as one left-padded `[n, longest]` forward while `n × longest` fits the
+    step's budget (`prefill_chunk`, or `max_prefill_tokens` without chunking); a long prompt at the head of the
+    line starts its chunked prefill instead, when no other long one is in progress."""
+    budget = self.prefill_chunk or self.max_prefill_tokens
+    new, skipped = [], []
+    while self.waiting and self._slots() > len(new):
+        r = self.waiting.popleft()
+        if r.cancelled: self._finish(r, ("done", "cancelled", 0)); continue
+        if self._is_long(r):
+            if self.partial is None and not new:
+                self.partial = r; self._state[r] = {"cache": KVCache(self.model.config.n_layers), "done": 0}; break
+            skipped.append(r); continue
+        longest = max([len(r.prompt_ids)] + [len(x.prompt_ids) for x in new])
+        if new and (len(new) + 1) * longest > budget: self.waiting.appendleft(r); break
+        new.append(r)
+    self.waiting.extendleft(reversed(skipped))
+    if new: self._prefill(new); return True
+    if self.partial is not None: self._chunk()
+    return False
+
+
+# %% ../nbs/12_serve.ipynb #956b2bcc
+@method_of(BatchEngine)
+def _prefill(self, new: list[GenRequest]):
+    dev, L = self.model.device, max(len(r.prompt_ids) for r in new)
+    ids = torch.zeros(len(new), L, dtype=torch.long, device=dev)
+    mask = torch.zeros(len(new), L, dtype=torch.long, device=dev)
+    for j, r in enumerate(new):
+        ids[j, L - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, device=dev); mask[j, L - len(r.prompt_ids):] = 1
+    cache = KVCache(self.model.config.n_layers)
+    try: logits = self.model(ids, attention_mask=mask, past_key_values=cache, logits_to_keep=1).logits[:, -1]
+    except Exception as e:                       # only these requests were in this forward
+        for r in new: self._fail(r, f"prefill failed: {type(e).__name__}: {e}")
+        return
+    self.stats["prefills"] += 1; self.stats["prefill_rows"] += len(new); self.stats["requests"] += len(new)
+    self._join(new, cache, mask, logits)
+
+@method_of(BatchEngine)
+def _chunk(self):
+    "Prefill the next `prefill_chunk` tokens of the long prompt in progress; join the batch after the last."
+    r, st = self.partial, self._state.get(self.partial)
+    if r.cancelled or st is None:
+        self.partial = None; self._finish(r, ("done", "cancelled", 0)); return
+    ids = r.prompt_ids[st["done"]:st["done"] + self.prefill_chunk]
+    x = torch.tensor([ids], device=self.model.device)
+    try: logits = self.model(x, past_key_values=st["cache"], logits_to_keep=1).logits[:, -1]
+    except Exception as e:
+        self.partial = None; self._fail(r, f"prefill failed: {type(e).__name__}: {e}"); return
+    st["done"] += len(ids); self.stats["prefill_chunks"] += 1
+    if st["done"] < len(r.prompt_ids): return
+    self.partial = None
+    self.stats["prefills"] += 1; self.stats["prefill_rows"] += 1; self.stats["requests"] += 1
+    cache = st.pop("cache")
+    self._join([r], cache, torch.ones(1, len(r.prompt_ids), dtype=torch.long, device=x.device), logits)
+
+@method_of(BatchEngine)
+def _join(self, new: list[GenRequest], cache: KVCache, mask: torch.Tensor, logits: torch.Tensor):
+    "Sample the first token of freshly prefilled requests and merge the ones still going into the running batch."
+    dev, self._joining = mask.device, new
+    toks = self._sample(logits, new)
+    keep = [j for j, (r, t) in enumerate(zip(new, toks)) if self._advance(r, t)]
+    if not keep: self._joining = []; return
+    if len(keep) < len(new): mask = keep_rows(cache, mask, torch.tensor(keep, device=dev))
+    last = torch.tensor([toks[j] for j in keep], device=dev)
+    rows = [new[j] for j in keep]
+    if self.cache is None: self.cache, self.mask, self.last, self.rows = cache, mask, last, rows
+    else:
+        self.cache, self.mask = merge_caches(self.cache, self.mask, cache, mask)
+        self.last, self.rows = torch.cat([self.last, last]), self.rows + rows
+    self._joining = []
+
+
+# %% ../nbs/12_serve.ipynb #72d9860c
+@method_of(BatchEngine)
+def _decode(self):
+    self._retire([not r.cancelled for r in self.rows])
+    if not self.rows: return
+    self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], 1)
+    logits = self.model(self.last[:, None], attention_mask=self.mask, past_key_values=self.cache,
+                        logits_to_keep=1).logits[:, -1]
+    self.stats["decode_steps"] += 1; self.stats["decode_rows"] += len(self.rows)
+    if self.trace is not None: self.trace.append(list(self.rows))
+    toks = self._sample(logits, self.rows)
+    self.last = torch.tensor([max(t, 0) for t in toks], device=self.last.device)
+    self._retire([self._advance(r, t) for r, t in zip(self.rows, toks)])
+
+@method_of(BatchEngine)
+def _retire(self, alive: list[bool]):
+    if all(alive): return
+    keep = [j for j, a in enumerate(alive) if a]
+    for j, (r, a) in enumerate(zip(self.rows, alive)):
+        if not a and r.cancelled: self._finish(r, ("done", "cancelled", r.n_generated))
+    if not keep: self.rows, self.cache = [], None; return
+    idx = torch.tensor(keep, device=self.last.device)
+    self.mask = keep_rows(self.cache, self.mask, idx)
+    self.last, self.rows = self.last[idx], [self.rows[j] for j in keep]
+
+@method_of(BatchEngine)
+def _counts(self, r: GenRequest, lg: torch.Tensor) -> torch.Tensor | None:
+    "Occurrence counts for the penalties: -1 for prompt tokens (seen, not generated), +n for generated ones."
+    if r.presence_penalty == 0 and r.frequency_penalty == 0 and r.repetition_penalty == 1.0: return None
+    st = self._state.setdefault(r, {})
+    if "counts" not in st:
+        c = torch.zeros(lg.shape[-1], device=lg.device)
+        if r.repetition_penalty != 1.0: c[torch.tensor(r.prompt_ids, device=lg.device)] = -1
+        st["counts"] = c
+    return st["counts"]
+
+@method_of(BatchEngine)
+def _sample(self, logits: torch.Tensor, rows: list[GenRequest]) -> list[int]:
+    """One token per row, each row with its own settings (plain greedy rows by one batched argmax). A row whose
+    sampling fails gets an error and the id -1, which retires it; the other rows are not touched."""
+    out = logits.argmax(-1).tolist()
+    for j, r in enumerate(rows):
+        if r.temperature < GREEDY_BELOW and not r.shaped and r.logprobs is None: continue
         try:
-            r = self.inbox.get(timeout=0.05) if block else self.inbox.get_nowait()
-            while True:
-                if r is not None: self.waiting.append(r)
-                r = self.inbox.get_nowait()
-        except queue.Empty: pass
-        if any(r.cancelled for r in self.waiting):         # a client gave up while waiting: free its place now
-            for r in [r for r in self.waiting if r.cancelled]: self._finish(r, ("done", "cancelled", 0))
-            self.waiting = deque(r for r in self.waiting if not r.cancelled)
-
-    def _is_long(self, r: GenRequest) -> bool: return 0 < self.prefill_chunk < len(r.prompt_ids)
-    def _slots(self) -> int: return self.max_batch - len(self.rows) - (self.partial is not None)
-    def _admissible(self) -> bool:
-        return self._slots() > 0 and any(not self._is_long(r) for r in self.waiting)
-
-    def _admit(self):
-        """Prefill waiting prompts together as one left-padded `[n, longest]` forward while `n × longest` fits the
-        step's budget (`prefill_chunk`, or `max_prefill_tokens` without chunking); a long prompt at the head of the
-        line starts its chunked prefill instead, when no other long one is in progress."""
-        budget = self.prefill_chunk or self.max_prefill_tokens
-        new, skipped = [], []
-        while self.waiting and self._slots() > len(new):
-            r = self.waiting.popleft()
-            if r.cancelled: self._finish(r, ("done", "cancelled", 0)); continue
-            if self._is_long(r):
-                if self.partial is None and not new:
-                    self.partial = r; self._state[r] = {"cache": KVCache(self.model.config.n_layers), "done": 0}; break
-                skipped.append(r); continue
-            longest = max([len(r.prompt_ids)] + [len(x.prompt_ids) for x in new])
-            if new and (len(new) + 1) * longest > budget: self.waiting.appendleft(r); break
-            new.append(r)
-        self.waiting.extendleft(reversed(skipped))
-        if new: self._prefill(new); return True
-        if self.partial is not None: self._chunk()
-        return False
-
-    def _prefill(self, new: list[GenRequest]):
-        dev, L = self.model.device, max(len(r.prompt_ids) for r in new)
-        ids = torch.zeros(len(new), L, dtype=torch.long, device=dev)
-        mask = torch.zeros(len(new), L, dtype=torch.long, device=dev)
-        for j, r in enumerate(new):
-            ids[j, L - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, device=dev); mask[j, L - len(r.prompt_ids):] = 1
-        cache = KVCache(self.model.config.n_layers)
-        try: logits = self.model(ids, attention_mask=mask, past_key_values=cache, logits_to_keep=1).logits[:, -1]
-        except Exception as e:                       # only these requests were in this forward
-            for r in new: self._fail(r, f"prefill failed: {type(e).__name__}: {e}")
-            return
-        self.stats["prefills"] += 1; self.stats["prefill_rows"] += len(new); self.stats["requests"] += len(new)
-        self._join(new, cache, mask, logits)
-
-    def _chunk(self):
-        "Prefill the next `prefill_chunk` tokens of the long prompt in progress; join the batch after the last."
-        r, st = self.partial, self._state.get(self.partial)
-        if r.cancelled or st is None:
-            self.partial = None; self._finish(r, ("done", "cancelled", 0)); return
-        ids = r.prompt_ids[st["done"]:st["done"] + self.prefill_chunk]
-        x = torch.tensor([ids], device=self.model.device)
-        try: logits = self.model(x, past_key_values=st["cache"], logits_to_keep=1).logits[:, -1]
+            lg = logits[j:j + 1]
+            if r.shaped or r.temperature >= GREEDY_BELOW:
+                counts = self._counts(r, lg)
+                shaped = _shape_logits(lg, r, counts) if r.shaped else lg
+                out[j] = sample_logits(shaped, r.temperature, r.top_k, r.top_p, r.generator)
+                if counts is not None: counts[out[j]] = counts[out[j]].clamp(min=0) + 1
+            if r.logprobs is not None: self._state.setdefault(r, {})["lp"] = token_logprobs(lg, out[j], r.logprobs)
         except Exception as e:
-            self.partial = None; self._fail(r, f"prefill failed: {type(e).__name__}: {e}"); return
-        st["done"] += len(ids); self.stats["prefill_chunks"] += 1
-        if st["done"] < len(r.prompt_ids): return
-        self.partial = None
-        self.stats["prefills"] += 1; self.stats["prefill_rows"] += 1; self.stats["requests"] += 1
-        cache = st.pop("cache")
-        self._join([r], cache, torch.ones(1, len(r.prompt_ids), dtype=torch.long, device=x.device), logits)
+            self._fail(r, f"sampling failed: {type(e).__name__}: {e}"); out[j] = -1
+    return out
 
-    def _join(self, new: list[GenRequest], cache: KVCache, mask: torch.Tensor, logits: torch.Tensor):
-        "Sample the first token of freshly prefilled requests and merge the ones still going into the running batch."
-        dev, self._joining = mask.device, new
-        toks = self._sample(logits, new)
-        keep = [j for j, (r, t) in enumerate(zip(new, toks)) if self._advance(r, t)]
-        if not keep: self._joining = []; return
-        if len(keep) < len(new): mask = keep_rows(cache, mask, torch.tensor(keep, device=dev))
-        last = torch.tensor([toks[j] for j in keep], device=dev)
-        rows = [new[j] for j in keep]
-        if self.cache is None: self.cache, self.mask, self.last, self.rows = cache, mask, last, rows
-        else:
-            self.cache, self.mask = merge_caches(self.cache, self.mask, cache, mask)
-            self.last, self.rows = torch.cat([self.last, last]), self.rows + rows
-        self._joining = []
+@method_of(BatchEngine)
+def _advance(self, r: GenRequest, t: int) -> bool:
+    ("Report token `t` of request `r`; False when `r` is finished (stop token, max_tokens, context full, "
+     "cancelled, failed).")
+    if t < 0 or r.cancelled: return False
+    r.n_generated += 1
+    if t in r.stop_ids: self._finish(r, ("done", "stop", r.n_generated)); return False
+    st = self._state.get(r)
+    self._emit(r, ("token", t, st.pop("lp", None) if st else None))
+    if r.n_generated >= r.max_tokens or len(r.prompt_ids) + r.n_generated >= self.max_seq_len:
+        self._finish(r, ("done", "length", r.n_generated)); return False
+    return True
 
-    def _decode(self):
-        self._retire([not r.cancelled for r in self.rows])
-        if not self.rows: return
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], 1)
-        logits = self.model(self.last[:, None], attention_mask=self.mask, past_key_values=self.cache,
-                            logits_to_keep=1).logits[:, -1]
-        self.stats["decode_steps"] += 1; self.stats["decode_rows"] += len(self.rows)
-        if self.trace is not None: self.trace.append(list(self.rows))
-        toks = self._sample(logits, self.rows)
-        self.last = torch.tensor([max(t, 0) for t in toks], device=self.last.device)
-        self._retire([self._advance(r, t) for r, t in zip(self.rows, toks)])
-
-    def _retire(self, alive: list[bool]):
-        if all(alive): return
-        keep = [j for j, a in enumerate(alive) if a]
-        for j, (r, a) in enumerate(zip(self.rows, alive)):
-            if not a and r.cancelled: self._finish(r, ("done", "cancelled", r.n_generated))
-        if not keep: self.rows, self.cache = [], None; return
-        idx = torch.tensor(keep, device=self.last.device)
-        self.mask = keep_rows(self.cache, self.mask, idx)
-        self.last, self.rows = self.last[idx], [self.rows[j] for j in keep]
-
-    def _counts(self, r: GenRequest, lg: torch.Tensor) -> torch.Tensor | None:
-        "Occurrence counts for the penalties: -1 for prompt tokens (seen, not generated), +n for generated ones."
-        if r.presence_penalty == 0 and r.frequency_penalty == 0 and r.repetition_penalty == 1.0: return None
-        st = self._state.setdefault(r, {})
-        if "counts" not in st:
-            c = torch.zeros(lg.shape[-1], device=lg.device)
-            if r.repetition_penalty != 1.0: c[torch.tensor(r.prompt_ids, device=lg.device)] = -1
-            st["counts"] = c
-        return st["counts"]
-
-    def _sample(self, logits: torch.Tensor, rows: list[GenRequest]) -> list[int]:
-        """One token per row, each row with its own settings (plain greedy rows by one batched argmax). A row whose
-        sampling fails gets an error and the id -1, which retires it; the other rows are not touched."""
-        out = logits.argmax(-1).tolist()
-        for j, r in enumerate(rows):
-            if r.temperature < GREEDY_BELOW and not r.shaped and r.logprobs is None: continue
-            try:
-                lg = logits[j:j + 1]
-                if r.shaped or r.temperature >= GREEDY_BELOW:
-                    counts = self._counts(r, lg)
-                    shaped = _shape_logits(lg, r, counts) if r.shaped else lg
-                    out[j] = sample_logits(shaped, r.temperature, r.top_k, r.top_p, r.generator)
-                    if counts is not None: counts[out[j]] = counts[out[j]].clamp(min=0) + 1
-                if r.logprobs is not None: self._state.setdefault(r, {})["lp"] = token_logprobs(lg, out[j], r.logprobs)
-            except Exception as e:
-                self._fail(r, f"sampling failed: {type(e).__name__}: {e}"); out[j] = -1
-        return out
-
-    def _advance(self, r: GenRequest, t: int) -> bool:
-        ("Report token `t` of request `r`; False when `r` is finished (stop token, max_tokens, context full, "
-         "cancelled, failed).")
-        if t < 0 or r.cancelled: return False
-        r.n_generated += 1
-        if t in r.stop_ids: self._finish(r, ("done", "stop", r.n_generated)); return False
-        st = self._state.get(r)
-        self._emit(r, ("token", t, st.pop("lp", None) if st else None))
-        if r.n_generated >= r.max_tokens or len(r.prompt_ids) + r.n_generated >= self.max_seq_len:
-            self._finish(r, ("done", "length", r.n_generated)); return False
-        return True
 
 # %% ../nbs/12_serve.ipynb #9539952e
 from fastapi import FastAPI, Request

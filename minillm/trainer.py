@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .config import MiniLLMConfig
+from .config import MiniLLMConfig, method_of
 from .model import MiniLLMForCausalLM, resolve_device
 from .perf import Dist, Peak, configure_threads, dtype_name, flops_per_token, init_distributed, resolve_dtype, \
     shutdown_distributed
@@ -268,11 +268,6 @@ def lm_loss(model, batch) -> LossOutput:
     return LossOutput(loss, tokens=(batch["labels"][:, 1:] != -100).sum(), ce=out.loss.detach())
 
 # %% ../nbs/04_trainer.ipynb #62f0a56d
-def _method(cls):
-    "Attach the decorated function to `cls` as a method (build a class up across notebook cells)."
-    def attach(f): setattr(cls, f.__name__, f); return f
-    return attach
-
 class Trainer:
     "The one training engine. A stage passes a model, datasets, a loss function and `TrainArgs`."
     def __init__(self, model, args: TrainArgs, train_dataset, eval_dataset=None, loss_fn: Callable = lm_loss,
@@ -340,7 +335,7 @@ class Trainer:
                 + f", world {self.dist.world}" + (" (FSDP)" if self.fsdp else ""))
 
 # %% ../nbs/04_trainer.ipynb #15393d5c
-@_method(Trainer)
+@method_of(Trainer)
 def state(self, optimizer_state: dict | None = None) -> dict:
     trainable = ({n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad} if self.export_fn
                  else None)
@@ -350,7 +345,7 @@ def state(self, optimizer_state: dict | None = None) -> dict:
             "world": self.dist.world, "history": self.history,
             "loss_state": self.loss_module.state_dict() if self.loss_module is not None else None}
 
-@_method(Trainer)
+@method_of(Trainer)
 def save(self, finished: bool = False):
     meta = {"total_steps": self.total_steps}
     if self.fsdp:        # every rank takes part in gathering the full weights and optimizer state; rank 0 writes
@@ -362,7 +357,7 @@ def save(self, finished: bool = False):
                         tokenizer=self.tokenizer, finished=finished, meta=meta)
     if self.dist.world > 1: dist.barrier()
 
-@_method(Trainer)
+@method_of(Trainer)
 def try_resume(self) -> bool:
     "Restore everything from the latest complete checkpoint, if `--resume` and one exists."
     if not self.args.resume: return False
@@ -400,7 +395,7 @@ def try_resume(self) -> bool:
     return True
 
 # %% ../nbs/04_trainer.ipynb #45d1afa8
-@_method(Trainer)
+@method_of(Trainer)
 def loader(self, dataset, sampler=None):
     # A private generator: creating a DataLoader iterator otherwise draws from the global RNG, and a resumed
     # run creates one more iterator (mid-epoch) than an uninterrupted one.
@@ -409,11 +404,11 @@ def loader(self, dataset, sampler=None):
                                        generator=g, drop_last=sampler is not None, collate_fn=self.collate_fn,
                                        num_workers=self.args.num_workers)
 
-@_method(Trainer)
+@method_of(Trainer)
 def autocast(self):
     return torch.autocast(self.dev_type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
-@_method(Trainer)
+@method_of(Trainer)
 @torch.no_grad()
 def evaluate(self, max_batches: int | None = None) -> float | None:
     "Token-weighted loss over the validation set (all ranks agree on the result)."
@@ -433,7 +428,7 @@ def evaluate(self, max_batches: int | None = None) -> float | None:
     return (tot / n.clamp(min=1)).item()
 
 # %% ../nbs/04_trainer.ipynb #9d341af5
-@_method(Trainer)
+@method_of(Trainer)
 def micro_step(self, batch: dict, last: bool) -> LossOutput:
     "Forward and backward one micro-batch; gradients are synchronised across ranks only on the `last` of a step."
     model, a = self.ddp_model, self.args
@@ -444,7 +439,7 @@ def micro_step(self, batch: dict, last: bool) -> LossOutput:
         self.scaler.scale(out.loss / a.accumulation_steps).backward()
     return out
 
-@_method(Trainer)
+@method_of(Trainer)
 def optimizer_step(self) -> torch.Tensor:
     "Clip, step, zero the gradients, schedule. Returns the gradient norm before clipping."
     a = self.args
@@ -522,7 +517,7 @@ class RunLog:
             print(f"[train] peak GPU memory {torch.cuda.max_memory_allocated(self.tr.device) / 2**30:.2f} GiB")
 
 # %% ../nbs/04_trainer.ipynb #66401860
-@_method(Trainer)
+@method_of(Trainer)
 def fit(self) -> list[dict]:
     ("Train for `total_steps` optimizer steps (or until SIGINT/SIGTERM), evaluating, "
      "logging and checkpointing on schedule.")
@@ -574,5 +569,5 @@ def fit(self) -> list[dict]:
         for s, h in handlers.items(): signal.signal(s, h)
     return self.history
 
-@_method(Trainer)
+@method_of(Trainer)
 def _on_signal(self, signum, frame): self._stop_signal = signum
