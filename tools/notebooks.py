@@ -33,7 +33,9 @@ def skip_flags(slow: bool) -> set[str]:
     return {f for f in cfg["DEFAULT"].get("tst_flags", "").split() if not (f == "slow" and slow)}
 
 def tidy_text(text: str) -> str:
-    "A progress bar's final state (the text after each line's last carriage return); head and tail of long logs."
+    """A progress bar's final state (the text after each line's last carriage return); head and tail of long logs;
+    paths inside this checkout shown relative to it."""
+    text = text.replace(str(ROOT) + "/", "")
     lines = [ln.rsplit("\r", 1)[-1] for ln in text.split("\n")]
     lines = [ln for i, ln in enumerate(lines) if ln or i == len(lines) - 1]
     if len(lines) > MAX_LINES:
@@ -47,6 +49,9 @@ def tidy(outputs: list) -> list:
         if o.get("output_type") == "stream":
             o["text"] = tidy_text("".join(o["text"]) if isinstance(o["text"], list) else o["text"])
             if not o["text"].strip(): continue
+        for k, v in (o.get("data") or {}).items():
+            if k.startswith("text/"):
+                o["data"][k] = (v if isinstance(v, str) else "".join(v)).replace(str(ROOT) + "/", "")
         out.append(o)
     return out
 
@@ -87,10 +92,12 @@ def run_one(path: Path, flags: set[str]) -> float:
 def cmd_run(args) -> int:
     flags = skip_flags(args.slow)
     paths = notebooks(args.notebooks)
-    for p in paths:
-        print(f"[notebooks] running {p.name} ...", flush=True)
-        secs = run_one(p, flags)
-        print(f"[notebooks] {p.name}: outputs written ({secs:.0f} s)", flush=True)
+    for p in paths:                      # each in a fresh process, as nbdev's runner does: no state leaks between
+        print(f"[notebooks] running {p.name} ...", flush=True)   # chapters (threads, environment, imports)
+        t = time.time()
+        cmd = [sys.executable, __file__, "_one", str(p)] + ["--slow"] * args.slow
+        if subprocess.run(cmd, cwd=ROOT).returncode: return 1
+        print(f"[notebooks] {p.name}: outputs written ({time.time() - t:.0f} s)", flush=True)
     exe = Path(sys.executable).parent / "nbdev_clean"
     for p in paths: subprocess.run([str(exe), "--fname", str(p)], cwd=ROOT, check=True)
     return 0
@@ -129,7 +136,11 @@ def main(argv=None) -> int:
     r.add_argument("notebooks", nargs="*")
     s = sub.add_parser("stats", help="cells with outputs, exported cells followed by a test, longest exported cells")
     s.add_argument("notebooks", nargs="*")
+    one = sub.add_parser("_one")           # internal: one notebook, in this process
+    one.add_argument("--slow", action="store_true")
+    one.add_argument("notebook")
     args = ap.parse_args(argv)
+    if args.cmd == "_one": run_one(Path(args.notebook), skip_flags(args.slow)); return 0
     return cmd_run(args) if args.cmd == "run" else cmd_stats(args)
 
 if __name__ == "__main__":
