@@ -19,9 +19,9 @@ from .config import MiniLLMConfig
 # %% auto #0
 __all__ = ['DTYPES', 'VOCAB_KEYS', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'KVCache', 'Attention', 'MLP', 'Router',
            'Experts', 'MoE', 'DecoderLayer', 'linear_cross_entropy', 'CausalLMOutput', 'MiniLLMModel',
-           'MiniLLMForCausalLM', 'param_table', 'hf_config', 'hf_state_dict', 'process_logits', 'stream_generate',
-           'generate', 'torch_dtype', 'resolve_device', 'load_weights', 'save_pretrained', 'CorruptCheckpointError',
-           'read_safetensors', 'from_pretrained']
+           'MiniLLMForCausalLM', 'param_table', 'hf_config', 'hf_state_dict', 'process_logits', 'sample_tokens',
+           'stream_generate', 'generate', 'torch_dtype', 'resolve_device', 'load_weights', 'save_pretrained',
+           'CorruptCheckpointError', 'read_safetensors', 'from_pretrained']
 
 # %% ../nbs/02b_model.ipynb #200fc2a9
 class RMSNorm(nn.Module):
@@ -464,6 +464,15 @@ def process_logits(logits, temperature: float = 0.0, top_k: int = 0, top_p: floa
         logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
     return logits
 
+# %% ../nbs/02b_model.ipynb #da2ae97d
+def sample_tokens(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    "One token id per row of `probs` `[B, V]` (non-negative, any total), by inverse-CDF sampling: `[B]` long."
+    cdf = probs.float().cumsum(-1)
+    total = cdf[:, -1:]
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))    # strictly below the total
+    return torch.searchsorted(cdf, u, right=True).squeeze(1)
+
 # %% ../nbs/02b_model.ipynb #6b958f71
 @torch.no_grad()
 def stream_generate(model, input_ids, attention_mask=None, max_new_tokens: int = 128, temperature: float = 0.0,
@@ -492,7 +501,7 @@ def stream_generate(model, input_ids, attention_mask=None, max_new_tokens: int =
         for step in range(max_new):
             logits = process_logits(logits, temperature, top_k, top_p, repetition_penalty, seen)
             if temperature and temperature > 0:
-                nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+                nxt = sample_tokens(logits.softmax(-1), generator)
             else: nxt = logits.argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             if seen is not None: seen[torch.arange(B), nxt] |= ~done

@@ -72,8 +72,8 @@ DEMO_RECIPES = {
     "dpo": DEMO_MODEL_ARGS + ["--epochs", "2", "--batch_size", "8", "--learning_rate", "1e-4", "--rpo_alpha", "1.0"],
     "reason": DEMO_MODEL_ARGS[:-2]
         + ["--max_seq_len", "320", "--epochs", "3", "--batch_size", "16", "--learning_rate", "1e-3"],
-    "reward": DEMO_MODEL_ARGS + ["--epochs", "2", "--batch_size", "8", "--learning_rate", "1e-4"],
-    "grpo": ["--max_steps", "60", "--batch_size", "8", "--num_generations", "8", "--learning_rate", "2e-5",
+    "reward": DEMO_MODEL_ARGS + ["--epochs", "8", "--batch_size", "8", "--learning_rate", "5e-5"],
+    "grpo": ["--max_steps", "40", "--batch_size", "8", "--num_generations", "8", "--learning_rate", "2e-5",
              "--max_new_tokens", "160", "--reward", "exact_answer,format"],
     "grpo_rm": ["--max_steps", "40", "--batch_size", "8", "--num_generations", "4", "--learning_rate", "1e-5",
                 "--max_new_tokens", "32", "--beta", "0.04"],

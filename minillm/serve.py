@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal
 import torch
 from .config import method_of
-from .model import KVCache, process_logits
+from .model import KVCache, process_logits, sample_tokens
 from .eval import chat_prompt_ids, stop_token_ids, TextStream, VisibleStream, visible_text
 from .tokenizer import split_think, THINK_TAGS
 from .data import end_of_turn_ids
@@ -122,7 +122,7 @@ def sample_logits(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0
         lg = lg.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
     probs = lg.softmax(-1)
     if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0: return int(logits.float().argmax())
-    return int(torch.multinomial(probs, 1, generator=generator)[0, 0])
+    return int(sample_tokens(probs, generator)[0])
 
 def token_logprobs(logits: torch.Tensor, token: int, k: int = 0) -> tuple[float, list[tuple[int, float]]]:
     "(log-probability of `token`, the `k` most likely (id, log-probability)) under the raw logits `[1, V]`."

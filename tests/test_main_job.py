@@ -1,4 +1,5 @@
-"""The README's main command runs end to end: tokenizer, pretraining, SFT (answers to held-out questions), LoRA, DPO."""
+"""The README's main command runs end to end: tokenizer, pretraining, SFT (answers to held-out questions), LoRA, DPO,
+reasoning, distillation, a reward model and GRPO, ending with the effects table."""
 import os, re, subprocess, sys
 from pathlib import Path
 from conftest import ROOT
@@ -12,10 +13,12 @@ def test_main_job(tmp_path):
     assert "vocabulary: 6400 tokens" in out.stdout
     for name in ("tokenizer/tokenizer.json", "pretrain_128/model.safetensors", "full_sft_128/model.safetensors",
                  "lora_identity_128/adapter_model.safetensors", "lora_identity_128/adapter_config.json",
-                 "rlhf_128/model.safetensors", "reason_128/model.safetensors", "full_dist_64/model.safetensors"):
+                 "rlhf_128/model.safetensors", "reason_128/model.safetensors", "full_dist_64/model.safetensors",
+                 "reward_128/reward_head.safetensors", "grpo_128/model.safetensors"):
         assert (tmp_path / "out" / name).is_file(), name
     acc = re.search(r"held-out answer accuracy: (\d+)%", out.stdout)
     assert acc and int(acc.group(1)) >= 50, out.stdout[-2000:]      # the pipeline produced a model that answers
     table = out.stdout[out.stdout.index("| stage | measured on held-out data"):]
-    for stage in ("tokenizer", "pretraining", "SFT", "LoRA", "DPO", "reasoning", "distillation"):
+    for stage in ("tokenizer", "pretraining", "SFT", "LoRA", "DPO", "reasoning", "reward model", "GRPO",
+                  "distillation"):
         assert f"| {stage} |" in table, table                        # the effects table ends the job

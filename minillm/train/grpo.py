@@ -145,12 +145,24 @@ class Rollout:
     ref_logps: torch.Tensor | None      # [N, C] (β > 0)
     old_logps: torch.Tensor | None = None
     metrics: dict = field(default_factory=dict)
+    n_tokens: float | None = None       # completion tokens of the whole micro-batch (None: those of these rows)
 
     @property
     def completions(self): return self.seq[:, -self.completion_mask.shape[1]:]
     def state(self) -> dict: return {k: v for k, v in self.__dict__.items()}
     @classmethod
     def from_state(cls, st: dict): return cls(**st)
+
+    def without_idle_rows(self) -> "Rollout":
+        ("The rows whose advantage is not 0 (at least one row), counting the tokens of all: "
+         "the same loss and gradient when β = 0.")
+        keep = (self.advantages != 0).nonzero().squeeze(1)
+        if keep.numel() == len(self.advantages): return self
+        if keep.numel() == 0: keep = keep.new_zeros(1)
+        n = float(self.completion_mask.sum()) if self.n_tokens is None else self.n_tokens
+        sel = lambda t: None if t is None else t[keep]
+        return Rollout(self.seq[keep], self.attention_mask[keep], self.completion_mask[keep], self.advantages[keep],
+                       sel(self.ref_logps), sel(self.old_logps), self.metrics, n)
 
 class GRPOLoss(Loss):
     """GRPO as a stage loss: sample, score (rewards first), reference, clipped token-level objective.
@@ -228,7 +240,8 @@ class GRPOLoss(Loss):
                    "zero_std_groups": (std < 1e-6).float().mean().item(),
                    "completion_len": cmask.sum(1).float().mean().item(), "truncated": (~ended).float().mean().item(),
                    **means}
-        return Rollout(seq, attn, cmask, adv.to(ids.device), ref, None, metrics)
+        roll = Rollout(seq, attn, cmask, adv.to(ids.device), ref, None, metrics)
+        return roll if self.beta else roll.without_idle_rows()      # no KL term: rows with A = 0 teach nothing
 
     def objective(self, model, roll: Rollout) -> LossOutput:
         comp, m = roll.completions, roll.completion_mask.float()
@@ -245,7 +258,7 @@ class GRPOLoss(Loss):
             kl = torch.exp(d) - d - 1
             per_token = per_token + self.beta * kl
         n = m.sum()
-        denom = n.detach().clone()
+        denom = n.detach().clone() if roll.n_tokens is None else torch.tensor(roll.n_tokens, device=n.device)
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if world > 1: dist.all_reduce(denom); denom = denom / world       # the global token mean under DDP's average
         loss = (per_token * m).sum() / denom.clamp(min=1)
@@ -255,7 +268,7 @@ class GRPOLoss(Loss):
             metrics = {**roll.metrics, "ratio": mean(ratio), "clip_frac": mean(is_clipped.float()),
                        "entropy": mean(token_entropy(logits))}
             if self.beta: metrics["kl"] = mean(kl)
-        return LossOutput(loss, tokens=n.detach(), metrics=metrics)
+        return LossOutput(loss, tokens=n.detach() if roll.n_tokens is None else roll.n_tokens, metrics=metrics)
 
     @torch.no_grad()
     def evaluate(self, model, batch) -> LossOutput:
