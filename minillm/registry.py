@@ -75,7 +75,7 @@ DEMO_RECIPES = {
     "reward": DEMO_MODEL_ARGS + ["--epochs", "8", "--batch_size", "8", "--learning_rate", "5e-5"],
     "grpo": ["--max_steps", "40", "--batch_size", "8", "--num_generations", "8", "--learning_rate", "2e-5",
              "--max_new_tokens", "160", "--reward", "exact_answer,format"],
-    "grpo_rm": ["--max_steps", "40", "--batch_size", "8", "--num_generations", "4", "--learning_rate", "1e-5",
+    "grpo_rm": ["--max_steps", "40", "--batch_size", "8", "--num_generations", "4", "--learning_rate", "1e-4",
                 "--max_new_tokens", "32", "--beta", "0.04"],
     "distill": ["--student_dim", "64", "--student_layer", "2", "--n_heads", "2", "--n_kv_heads", "1", "--max_seq_len",
                 "256", "--data_kind", "pretrain", "--distillation_mode", "logit", "--alpha", "0", "--temperature", "1",
