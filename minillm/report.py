@@ -61,25 +61,26 @@ def effects(out_dir: str | Path, dim: int = 128, student_dim: int = 64, lora_nam
             row("LoRA", f"identity questions answered with the new name",
                 f"{answer_accuracy(models['sft'], tok, recs)[0]:.0%}",
                 f"{answer_accuracy(with_lora.eval(), tok, recs)[0]:.0%}")
+        if "dpo" in models or is_reward_model(ck("reward")):       # the baseline of both rows
+            sft_margins = preference_margins(models["sft"], tok, ev("dpo_eval.jsonl"))
         if "dpo" in models:
-            b, a = (preference_margins(models[s], tok, ev("dpo_eval.jsonl")) for s in ("sft", "dpo"))
+            b, a = sft_margins, preference_margins(models["dpo"], tok, ev("dpo_eval.jsonl"))
             row("DPO", "held-out preference accuracy / mean log-prob margin",
                 f"{(b > 0).float().mean():.0%} / {b.mean():.1f}", f"{(a > 0).float().mean():.0%} / {a.mean():.1f}")
         if "reason" in models:
+            # held out from chapter 10 and from the RL prompts alike: the reasoning model's score is GRPO's "before"
             recs = read_records(ev("r1_eval.jsonl"))[:n_arith]
             b, a = (trace_accuracy(models[s], tok, recs, batch_size=50) for s in ("sft", "reason"))
             row("reasoning", "exact sums of held-out 3–5-digit additions (well-formed traces)",
                 f"{b[0]:.0%} ({b[1]:.0%})", f"{a[0]:.0%} ({a[1]:.0%})")
+            if "grpo" in models:
+                g = trace_accuracy(models["grpo"], tok, recs, batch_size=50)
+                row("GRPO", "the same additions, greedy (well-formed)", f"{a[0]:.0%} ({a[1]:.0%})",
+                    f"{g[0]:.0%} ({g[1]:.0%})")
         if is_reward_model(ck("reward")):
-            b = preference_margins(models["sft"], tok, ev("dpo_eval.jsonl"))
             row("reward model", "held-out preference pairs ranked right",
-                f"{(b > 0).float().mean():.0%} (SFT log-probs)",
+                f"{(sft_margins > 0).float().mean():.0%} (SFT log-probs)",
                 f"{pair_accuracy(ModelReward(ck('reward')), ev('dpo_eval.jsonl'))[0]:.0%}")
-    if "reason" in models and "grpo" in models:
-        recs = [r for r in read_records(ev("rl_eval.jsonl")) if r["kind"] == "add"][:n_arith]
-        b, a = (trace_accuracy(models[s], tok, recs, batch_size=50) for s in ("reason", "grpo"))
-        row("GRPO", "exact sums of held-out 3–5-digit additions, greedy (well-formed)", f"{b[0]:.0%} ({b[1]:.0%})",
-            f"{a[0]:.0%} ({a[1]:.0%})")
     if have(ck("distill", student_dim)):
         s = _load(ck("distill", student_dim), tok)
         row("distillation", f"student {student_dim}-wide: loss on held-out text (nats/token)",
@@ -130,7 +131,7 @@ DEMO_TASKS = ("demo_arc", "demo_hellaswag", "demo_mmlu", "demo_ceval", "demo_cmm
 STANDARD_TASKS = {"C-Eval": "ceval=ceval", "CMMLU": "cmmlu=cmmlu", "ARC-Easy": "arc=arc/ARC-Easy/ARC-Easy-Test.jsonl",
                   "HellaSwag": "hellaswag=hellaswag/hellaswag_val.jsonl"}
 # registry names; rows are named after their checkpoints
-BENCH_STAGES = ("pretrain", "sft", "dpo", "reason", "grpo")
+BENCH_STAGES = ("pretrain", "sft", "dpo", "reason")
 
 def _metric(s: dict) -> float:
     "acc_norm for option-text tasks (ARC, HellaSwag: the figure usually published), acc for lettered ones (they agree)."
