@@ -19,6 +19,10 @@ __all__ = ['PUBLISHED', 'PUBLISHED_SOURCE', 'DEMO_TASKS', 'STANDARD_TASKS', 'BEN
 # %% ../nbs/00_quickstart.ipynb #eab6d14e
 def _load(path, tok): return MiniLLMForCausalLM.from_pretrained(path, vocab_size=len(tok)).eval()
 
+def _json(path) -> dict:
+    try: return json.loads(Path(path).read_text())
+    except (OSError, ValueError): return {}
+
 def _fresh(cfg, seed: int = 0):
     torch.manual_seed(seed); return MiniLLMForCausalLM(cfg).eval()
 
@@ -31,7 +35,6 @@ def effects(out_dir: str | Path, dim: int = 128, student_dim: int = 64, lora_nam
     measurement, `before` = the model the stage started from (or an untrained one), `after` = the stage's output.
     Stages whose checkpoint is missing are left out."""
     from minillm.lora import load_lora
-    from minillm.train.reward import ModelReward, is_reward_model, pair_accuracy
     out, tok, rows = Path(out_dir), load_tokenizer(tokenizer_dir), []
     ck = lambda stage, d=dim: out / checkpoint_name(stage, d, False)          # stage: a name in the registry
     have = lambda p: (p / "config.json").is_file() or (p / "adapter_config.json").is_file()
@@ -61,7 +64,11 @@ def effects(out_dir: str | Path, dim: int = 128, student_dim: int = 64, lora_nam
             row("LoRA", f"identity questions answered with the new name",
                 f"{answer_accuracy(models['sft'], tok, recs)[0]:.0%}",
                 f"{answer_accuracy(with_lora.eval(), tok, recs)[0]:.0%}")
-        if "dpo" in models or is_reward_model(ck("reward")):       # the baseline of both rows
+        # the reward model's own held-out measurement, written by train_reward_model (the report stays out of train.*)
+        rm_info = _json(ck("reward") / "reward_model.json")
+        rm_acc = (rm_info.get("heldout_pair_accuracy") if rm_info.get("heldout_file", "").endswith("dpo_eval.jsonl")
+                  else None)
+        if "dpo" in models or rm_acc is not None:       # the baseline of both rows
             sft_margins = preference_margins(models["sft"], tok, ev("dpo_eval.jsonl"))
         if "dpo" in models:
             b, a = sft_margins, preference_margins(models["dpo"], tok, ev("dpo_eval.jsonl"))
@@ -77,10 +84,9 @@ def effects(out_dir: str | Path, dim: int = 128, student_dim: int = 64, lora_nam
                 g = trace_accuracy(models["grpo"], tok, recs, batch_size=50)
                 row("GRPO", "the same additions, greedy (well-formed)", f"{a[0]:.0%} ({a[1]:.0%})",
                     f"{g[0]:.0%} ({g[1]:.0%})")
-        if is_reward_model(ck("reward")):
+        if rm_acc is not None:
             row("reward model", "held-out preference pairs ranked right",
-                f"{(sft_margins > 0).float().mean():.0%} (SFT log-probs)",
-                f"{pair_accuracy(ModelReward(ck('reward')), ev('dpo_eval.jsonl'))[0]:.0%}")
+                f"{(sft_margins > 0).float().mean():.0%} (SFT log-probs)", f"{rm_acc:.0%}")
     if have(ck("distill", student_dim)):
         s = _load(ck("distill", student_dim), tok)
         row("distillation", f"student {student_dim}-wide: loss on held-out text (nats/token)",
