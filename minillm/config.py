@@ -91,6 +91,10 @@ class MiniLLMConfig(PretrainedConfig):
     @property
     def n_unique_layers(self) -> int: return max(self.layer_map) + 1
 
+# %% ../nbs/02a_config.ipynb #6aad100f
+from transformers import AutoConfig
+AutoConfig.register(MiniLLMConfig.model_type, MiniLLMConfig, exist_ok=True)
+
 # %% ../nbs/02a_config.ipynb #cd7a89ba
 def method_of(cls):
     "Attach the decorated function to `cls` as a method (build a class up across notebook cells)."

@@ -10,17 +10,21 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['sequence_logps', 'chat_generate', 'answer_accuracy', 'read_records', 'trace_accuracy', 'preference_margins',
-           'heldout_loss']
+__all__ = ['label_logps', 'sequence_logps', 'chat_generate', 'answer_accuracy', 'read_records', 'trace_accuracy',
+           'preference_margins', 'heldout_loss']
 
 # %% ../nbs/04b_metrics.ipynb #d8d7b8f2
-def sequence_logps(model, input_ids, labels, average: bool = False):
-    "Sum (or mean, `average`) of log p(label_t | tokens < t) over the labelled positions of each sequence: `[B]`."
-    logits = model(input_ids).logits[:, :-1].float()
-    target = labels[:, 1:]
+def label_logps(logits, labels, average: bool = False):
+    ("Sum (or mean, `average`) of log p(label_t | tokens < t) over the labelled (`!= -100`) positions of each "
+     "sequence, from the logits `[B, T, V]` of the whole sequence: `[B]`.")
+    logits, target = logits[:, :-1].float(), labels[:, 1:]
     mask = target != -100
     lp = torch.gather(logits.log_softmax(-1), 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
     return lp.sum(-1) / mask.sum(-1).clamp(min=1) if average else lp.sum(-1)
+
+def sequence_logps(model, input_ids, labels, average: bool = False):
+    "`label_logps` of the model's logits for `input_ids`: `[B]`."
+    return label_logps(model(input_ids).logits, labels, average)
 
 @torch.no_grad()
 def chat_generate(model, tok, conversations: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 32,

@@ -152,6 +152,7 @@ _PIP_NAMES = {"google": "protobuf", "mistral_common": "mistral-common", "sentenc
 def _from_pretrained(src: str, trust_remote_code: bool, **kwargs):
     "AutoTokenizer.from_pretrained with its failures turned into one-line `TokenizerNotFoundError`s."
     from transformers import AutoTokenizer
+    import minillm.config  # noqa: F401  (registers model type "minillm": a checkpoint's config.json reads cleanly)
     try:
         return AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **kwargs)
     except ImportError as e:                        # e.g. Tekken needs tiktoken, SentencePiece needs sentencepiece

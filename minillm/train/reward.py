@@ -4,13 +4,14 @@
 
 # %% ../../nbs/15_reward.ipynb #5deac95e
 from __future__ import annotations
-import importlib, json, re, sys
+import argparse, importlib, json, re, sys
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ..metrics import label_logps
 from ..model import MiniLLMForCausalLM
 from ..trainer import LossOutput
 from .stage import StageModel, load_init_model, run_stage, stage_datasets, stage_parser
@@ -60,18 +61,23 @@ def last_trained(labels: torch.Tensor) -> torch.Tensor:
     return torch.where(labels != -100, pos, -1).amax(-1).clamp(min=0)
 
 class RewardModel(torch.nn.Module):
-    ("A MiniLLM body and a scalar head: `forward(input_ids, last)` is the score `[B]` of each sequence, "
-     "read at position `last`.")
-    def __init__(self, lm: MiniLLMForCausalLM):
+    ("A MiniLLM body and a scalar head: `forward(input_ids, last, labels=...)` is the score `[B]` of each sequence, "
+     "read at position `last` (+ `logprob_scale` × the mean log-prob of the labelled answer tokens, "
+     "with `logprob_feature`).")
+    def __init__(self, lm: MiniLLMForCausalLM, logprob_feature: bool = False):
         super().__init__()
-        self.lm, self.config = lm, lm.config
+        self.lm, self.config, self.logprob_feature = lm, lm.config, logprob_feature
         self.score = torch.nn.Linear(lm.config.dim, 1)
         torch.nn.init.zeros_(self.score.weight); torch.nn.init.zeros_(self.score.bias)
-        if lm.lm_head.weight is not lm.model.embed_tokens.weight: lm.lm_head.requires_grad_(False)   # untied: unused
+        if logprob_feature: self.logprob_scale = torch.nn.Parameter(torch.ones(()))  # starts as the LM's judgement
+        elif lm.lm_head.weight is not lm.model.embed_tokens.weight: lm.lm_head.requires_grad_(False)  # untied: unused
 
-    def forward(self, input_ids, last, attention_mask=None) -> torch.Tensor:
+    def forward(self, input_ids, last, attention_mask=None, labels=None) -> torch.Tensor:
         h, _ = self.lm.model(input_ids, attention_mask)
-        return self.score(h[torch.arange(h.shape[0], device=h.device), last]).squeeze(-1).float()
+        r = self.score(h[torch.arange(h.shape[0], device=h.device), last]).squeeze(-1).float()
+        if not self.logprob_feature: return r
+        if labels is None: raise ValueError("this reward model also reads the answer's log-prob: pass `labels`")
+        return r + self.logprob_scale * label_logps(self.lm.lm_head(h), labels, average=True)
 
 def bt_loss(r_chosen, r_rejected, center_coef: float = 0.0):
     "Bradley–Terry loss `-log σ(r_w − r_l)` (+ `center_coef·(r_w + r_l)²`) and its metrics."
@@ -87,7 +93,7 @@ class BTLoss:
     def __call__(self, model, batch):
         ids, labels = batch["input_ids"], batch["labels"]
         B = ids.shape[0] // 2
-        r = model(ids, last_trained(labels))
+        r = model(ids, last_trained(labels), labels=labels)
         loss, m = bt_loss(r[:B], r[B:], self.center_coef)
         return LossOutput(loss, tokens=None, metrics=m)
 
@@ -99,10 +105,12 @@ def save_reward_model(model: RewardModel, folder, extra: dict | None = None):
     from safetensors.torch import save_file
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     model.lm.save_pretrained(folder)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.score.state_dict().items()},
-              str(folder / "reward_head.safetensors"))
+    head = dict(model.score.state_dict())
+    if model.logprob_feature: head["logprob_scale"] = model.logprob_scale
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.items()}, str(folder / "reward_head.safetensors"))
     info = {"kind": REWARD_KIND, "head": "reward_head.safetensors",
-            "read_at": "last trained token (the end of the answer's turn)", "loss": "bradley-terry", **(extra or {})}
+            "read_at": "last trained token (the end of the answer's turn)", "loss": "bradley-terry",
+            "logprob_feature": model.logprob_feature, **(extra or {})}
     (folder / "reward_model.json").write_text(json.dumps(info, indent=2))
     return folder
 
@@ -117,8 +125,11 @@ def load_reward_model(folder, device: str | None = None) -> RewardModel:
     folder = Path(folder)
     if not is_reward_model(folder):
         raise FileNotFoundError(f"no reward model at {folder} (reward_model.json of kind {REWARD_KIND!r} missing)")
-    rm = RewardModel(MiniLLMForCausalLM.from_pretrained(folder, dropout=0.0))
-    rm.score.load_state_dict(read_safetensors(folder / "reward_head.safetensors"))
+    info = json.loads((folder / "reward_model.json").read_text())
+    rm = RewardModel(MiniLLMForCausalLM.from_pretrained(folder, dropout=0.0), bool(info.get("logprob_feature")))
+    head = read_safetensors(folder / "reward_head.safetensors")
+    if rm.logprob_feature: rm.logprob_scale.data.copy_(head.pop("logprob_scale"))
+    rm.score.load_state_dict(head)
     return rm.to(device or "cpu").eval().requires_grad_(False)
 
 class ModelReward:
@@ -135,7 +146,7 @@ class ModelReward:
     def encode(self, messages: list[dict], completion: str):
         ids, mask = self.masker(messages + [{"role": "assistant", "content": completion}])
         ids, mask = ids[-self.model.config.max_seq_len:], mask[-self.model.config.max_seq_len:]
-        return ids, max((i for i, m in enumerate(mask) if m), default=len(ids) - 1)
+        return ids, [t if m else -100 for t, m in zip(ids, mask)]
 
     @torch.no_grad()
     def __call__(self, completions: list[str], records: list[dict]) -> list[float]:
@@ -145,10 +156,10 @@ class ModelReward:
             enc = [self.encode(r["messages"], c)
                    for c, r in zip(completions[i:i + self.batch_size], records[i:i + self.batch_size])]
             L = max(len(ids) for ids, _ in enc)
-            # right padding:
+            # right padding: causal, so harmless to the positions before it
             x = torch.tensor([ids + [self.tok.pad_token_id] * (L - len(ids)) for ids, _ in enc], device=dev)
-            # causal, harmless
-            out += self.model(x, torch.tensor([j for _, j in enc], device=dev)).tolist()
+            labels = torch.tensor([lab + [-100] * (L - len(lab)) for _, lab in enc], device=dev)
+            out += self.model(x, last_trained(labels), labels=labels).tolist()
         return out
 
 def pair_accuracy(reward, path) -> tuple[float, list[float]]:
@@ -166,13 +177,15 @@ def pair_accuracy(reward, path) -> tuple[float, list[float]]:
 make_data = stage_datasets("dpo")
 
 def make_model(a, tok) -> StageModel:
-    return StageModel(RewardModel(load_init_model(a, tok, a.init_ckpt)), BTLoss(a.center_coef),
+    return StageModel(RewardModel(load_init_model(a, tok, a.init_ckpt), a.logprob_feature), BTLoss(a.center_coef),
                       export=save_reward_model)
 
 def parser():
     p = stage_parser("reward", learning_rate=1e-4, batch_size=8, epochs=2)
     p.add_argument("--center_coef", type=float, default=0.0,
                    help="weight of (r_chosen + r_rejected)^2: keeps scores near 0")
+    p.add_argument("--logprob_feature", action=argparse.BooleanOptionalAction, default=True,
+                   help="add a learned multiple (starting at 1) of the answer's mean log-prob to the head's score")
     return p
 
 def report_accuracy(a) -> float | None:
