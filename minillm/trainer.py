@@ -24,7 +24,7 @@ __all__ = ['POSITIVE', 'NON_NEGATIVE', 'training_dtype', 'tune_cpu_allocator', '
            'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'checkpoint_info', 'load_resume_state',
            'shard_model', 'fsdp_full_state', 'fsdp_load_full_state', 'TrainArgs', 'checked', 'add_train_args',
            'train_args_from', 'LossOutput', 'Loss', 'lm_loss', 'Trainer', 'state', 'save', 'try_resume', 'loader',
-           'autocast', 'evaluate', 'micro_step', 'optimizer_step', 'RunLog', 'fit']
+           'autocast', 'evaluate', 'micro_step', 'optimizer_step', 'log_line', 'RunLog', 'fit']
 
 # %% ../nbs/04_trainer.ipynb #4f3282a1
 def training_dtype(dtype: str, device: str) -> torch.dtype:
@@ -457,6 +457,14 @@ def optimizer_step(self) -> torch.Tensor:
     return gnorm
 
 # %% ../nbs/04_trainer.ipynb #b1059242
+def log_line(rec: dict, total_steps: int) -> str:
+    "One interval's record as a plain line: `[train] step 20/208 loss 6.6096 lr 2.96e-03 grad 1.92 5303 tok/s MFU 48%`."
+    std = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "epoch")
+    extra = "".join(f" {k} {v:.4g}" for k, v in rec.items() if k not in std and isinstance(v, (int, float)))
+    mfu = "" if rec["mfu"] != rec["mfu"] else f" MFU {rec['mfu']:.0%}"         # NaN: no FLOP count for this model
+    return (f"[train] step {rec['step']}/{total_steps} loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
+            f"grad {rec['grad_norm']:.3g} {rec['tokens_per_s']:.0f} tok/s{mfu}{extra}")
+
 class RunLog:
     "Where a run's numbers go: the tqdm bar, Weights & Biases and stdout (rank 0 only), and the trainer's history."
     def __init__(self, trainer: "Trainer"):
@@ -503,6 +511,7 @@ class RunLog:
                "grad_norm": float(gnorm), "tokens_per_s": tps, "mfu": mfu, "epoch": tr.epoch,
                **{k: v / self.n for k, v in self.metric_sum.items()}}
         self.record(rec, dict(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.1e}", tok_s=f"{tps:.0f}", mfu=f"{mfu:.0%}"))
+        if not self.bar: self.print(log_line(rec, tr.total_steps))     # no bar (--no-progress, a log file): a line
         self.reset()
 
     def eval(self, value: float | None):
