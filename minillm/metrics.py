@@ -14,13 +14,17 @@ __all__ = ['label_logps', 'sequence_logps', 'chat_generate', 'answer_accuracy', 
            'preference_margins', 'heldout_loss']
 
 # %% ../nbs/04b_metrics.ipynb #d8d7b8f2
-def label_logps(logits, labels, average: bool = False):
+def label_logps(logits, labels, average: bool = False, head=None):
     ("Sum (or mean, `average`) of log p(label_t | tokens < t) over the labelled (`!= -100`) positions of each "
-     "sequence, from the logits `[B, T, V]` of the whole sequence: `[B]`.")
-    logits, target = logits[:, :-1].float(), labels[:, 1:]
+     "sequence, from the logits `[B, T, V]` of the whole sequence: `[B]`. With `head`, `logits` are the hidden "
+     "states `[B, T, D]` and the head forms logits only where a label is predicted (not for the prompt).")
+    target = labels[:, 1:]
     mask = target != -100
-    lp = torch.gather(logits.log_softmax(-1), 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
-    return lp.sum(-1) / mask.sum(-1).clamp(min=1) if average else lp.sum(-1)
+    x = logits[:, :-1][mask]                                     # [N, V] (or [N, D]): only the labelled positions
+    if head is not None: x = head(x)
+    tok = x.float().log_softmax(-1).gather(-1, target[mask].unsqueeze(-1)).squeeze(-1)
+    lp = torch.zeros(mask.shape, dtype=tok.dtype, device=tok.device).masked_scatter(mask, tok).sum(-1)
+    return lp / mask.sum(-1).clamp(min=1) if average else lp
 
 def sequence_logps(model, input_ids, labels, average: bool = False):
     "`label_logps` of the model's logits for `input_ids`: `[B]`."

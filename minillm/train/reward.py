@@ -77,7 +77,7 @@ class RewardModel(torch.nn.Module):
         r = self.score(h[torch.arange(h.shape[0], device=h.device), last]).squeeze(-1).float()
         if not self.logprob_feature: return r
         if labels is None: raise ValueError("this reward model also reads the answer's log-prob: pass `labels`")
-        return r + self.logprob_scale * label_logps(self.lm.lm_head(h), labels, average=True)
+        return r + self.logprob_scale * label_logps(h, labels, average=True, head=self.lm.lm_head)
 
 def bt_loss(r_chosen, r_rejected, center_coef: float = 0.0):
     "Bradley–Terry loss `-log σ(r_w − r_l)` (+ `center_coef·(r_w + r_l)²`) and its metrics."
