@@ -13,6 +13,7 @@ from minillm.model import MiniLLMForCausalLM
 from minillm.serve import (BatchEngine, GenRequest, create_app, free_port, launch_server, load_served_model, parse_sse,
                            parser)
 from minillm.tokenizer import load_tokenizer
+from minillm.perf import resolve_dtype
 
 KEY, NAME, CTX = "sk-robust", "tiny", 512
 H = {"Authorization": f"Bearer {KEY}"}
@@ -34,9 +35,10 @@ def served(tmp_path_factory):
     tok.save_pretrained(str(d))
     port = free_port()
     log = open(d / "server.log", "w")
-    proc = launch_server(["--ckpt", str(d), "--device", "cpu", "--api-key", KEY, "--model_name", NAME, "--max_tokens",
-                          "16", "--max_body_bytes", "1000000"], port, log=log)
-    model, tok = load_chat_model(str(d), device="cpu")
+    # fp32: in bf16 a row's rounding depends on the rows batched with it (see test_serve.py)
+    proc = launch_server(["--ckpt", str(d), "--device", "cpu", "--dtype", "float32", "--api-key", KEY, "--model_name",
+                          NAME, "--max_tokens", "16", "--max_body_bytes", "1000000"], port, log=log)
+    model, tok = load_chat_model(str(d), device="cpu", dtype="float32")
     yield dict(base=f"http://127.0.0.1:{port}", port=port, model=model, tok=tok, proc=proc, log=d / "server.log")
     proc.terminate(); proc.wait(10); log.close()
 
@@ -359,4 +361,5 @@ def test_cli_finds_the_only_checkpoint(tmp_path):
     model, tok2, name = load_served_model(
         parser().parse_args(["--out_dir", str(tmp_path), "--tokenizer_dir", str(tmp_path / "tok"), "--device", "cpu"]))
     assert name == "full_sft_64" and model.config.dim == 64 and len(tok2) == len(tok)
-    assert next(model.parameters()).dtype == torch.float32          # --dtype auto on a CPU without native bf16
+    # --dtype auto: bf16 on a CPU with native bf16, else fp32
+    assert next(model.parameters()).dtype == resolve_dtype("auto", "cpu", log=False)
