@@ -25,9 +25,9 @@ def test_dtype_auto_follows_the_cpu(tmp_path):
     r = stage(tmp_path, "pretrain", *SHAPE, *FAST, "--max_steps", "1", "--out_dir", str(tmp_path / "p"),
               extra_env={"MINILLM_CPU_BF16": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
-    said = re.search(r"dtype auto → (\w+): (.*)", r.stderr)
-    # bf16 only if really faster
-    assert said and (said.group(1) == "bfloat16" or "ran at" in said.group(2)), r.stderr[-1000:]
+    said = re.search(r"dtype auto → (\w+): .*a bf16 matmul ran at ([\d.]+)x fp32", r.stderr)
+    # bf16 exactly when the timed check found it faster
+    assert said and (said.group(1) == "bfloat16") == (float(said.group(2)) > 1.0), r.stderr[-1000:]
     mfu = [h["mfu"] for h in __import__("torch").load(tmp_path / "o" / "pretrain_32" / "resume.pt",
                                                       weights_only=True)["history"] if "mfu" in h]
     assert mfu and all(0 < m <= 1 for m in mfu), mfu
