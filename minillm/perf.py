@@ -82,14 +82,19 @@ def _write_cache(key: str, value: float):
         os.replace(tmp, f)
     except OSError: pass                                     # a read-only home: the figure is just not cached
 
-def _cpu_key(what: str) -> str:
-    return f"{cpu_name()} x{torch.get_num_threads()} threads | {what} | torch {torch.__version__.split('+')[0]}"
+def _hw_key(what: str, device: str = "cpu") -> str:
+    "The cache key of a figure `what` measured on `device` (its hardware, the thread count for a CPU, torch's version)."
+    hw = (torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda")
+          else f"{cpu_name()} x{torch.get_num_threads()} threads")
+    return f"{hw} | {what} | torch {torch.__version__.split('+')[0]}"
 
 def cached_bf16_speedup() -> tuple[float, bool]:
-    "`bf16_speedup()` measured once per (CPU, threads, torch version) and then read from the cache; and whether cached."
-    key = _cpu_key("bf16/fp32 matmul speedup")
-    cache = _read_cache()
-    if key in cache: return float(cache[key]), True
+    """`bf16_speedup()` measured once per (CPU, threads, torch version) and then read from the cache; and whether it
+    was cached. Only a verdict *for* bf16 is reused: one against it is measured again (tens of milliseconds), so an
+    unlucky timing cannot switch bf16 off on this machine for good."""
+    key = _hw_key("bf16/fp32 matmul speedup")
+    s = _read_cache().get(key)
+    if s is not None and s > 1.0: return float(s), True
     s = bf16_speedup(); _write_cache(key, s)
     return s, False
 
@@ -190,10 +195,7 @@ def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 1024, min_time
     return 2 * n ** 3 / best
 
 # %% ../nbs/02c_perf.ipynb #8c2edd6b
-def _peak_key(device: str, dtype: torch.dtype) -> str:
-    if not str(device).startswith("cuda"): return _cpu_key(dtype_name(dtype))
-    gpu = torch.cuda.get_device_name(torch.device(device))
-    return f"{gpu} | {dtype_name(dtype)} | torch {torch.__version__.split('+')[0]}"
+def _peak_key(device: str, dtype: torch.dtype) -> str: return _hw_key(dtype_name(dtype), device)
 
 class Peak:
     "The FLOP/s a run's MFU divides by: a GPU's table figure, else a measured and cached one."
