@@ -1,10 +1,13 @@
-"""Shared pytest set-up: `slow` tests run only with MINILLM_SLOW=1 (or `tools/test.sh --slow`)."""
+"""Shared pytest set-up: `slow` tests run only with MINILLM_SLOW=1 (or `tools/test.sh --slow`), and the folder of the
+artefact cache that the main job and the notebooks share (chapter 4d): the demo chain is trained once per run."""
 import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# tools/test.sh empties it at the start of a full run (so every run trains the chain once) and keeps it for --fast
+ARTEFACTS = os.environ.get("MINILLM_TEST_ARTEFACTS") or os.path.join(ROOT, ".test-results", "artefacts")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running; run with MINILLM_SLOW=1")

@@ -1,12 +1,13 @@
 """The README's main command runs end to end: tokenizer, pretraining, SFT (answers to held-out questions), LoRA, DPO,
-reasoning, distillation, a reward model and GRPO, ending with the effects table."""
+reasoning, distillation, a reward model and GRPO, ending with the effects table. Its stages go through the artefact
+cache the notebooks use: whichever runs first trains the chain, the other reuses it (same code, data and flags)."""
 import os, re, subprocess, sys
 from pathlib import Path
-from conftest import ROOT
+from conftest import ARTEFACTS, ROOT
 
 def test_main_job(tmp_path):
     env = dict(os.environ, MINILLM_VENV=str(Path(sys.executable).parent.parent), OUT=str(tmp_path / "out"),
-               MINILLM_CACHE=str(tmp_path / "cache"))
+               MINILLM_CACHE=str(tmp_path / "cache"), MINILLM_ARTEFACTS=ARTEFACTS)   # shared with the notebooks
     out = subprocess.run(["bash", "tools/main.sh", "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/04d_stage.ipynb #416d209a
 from __future__ import annotations
-import argparse, shlex, sys
+import argparse, hashlib, inspect, io, json, os, shlex, shutil, sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,9 +21,10 @@ from ..perf import Dist, init_distributed, shutdown_distributed
 from ..trainer import LossOutput, Trainer, add_train_args, checked, lm_loss, train_args_from
 
 # %% auto #0
-__all__ = ['SHAPE_DEFAULTS', 'STOPPED', 'StageModel', 'add_model_args', 'add_data_args', 'stage_parser', 'find_init_checkpoint',
-           'resolve_model_args', 'model_config_from_args', 'stage_tokenizer', 'load_init_model', 'stage_cache',
-           'stage_datasets', 'uses_demo_data', 'run_stage']
+__all__ = ['SHAPE_DEFAULTS', 'ARTEFACTS_ENV', 'FRESH_ENV', 'NOT_IN_KEY', 'STOPPED', 'StageModel', 'add_model_args',
+           'add_data_args', 'stage_parser', 'find_init_checkpoint', 'resolve_model_args', 'model_config_from_args',
+           'stage_tokenizer', 'load_init_model', 'stage_cache', 'stage_datasets', 'uses_demo_data', 'artefact_key',
+           'Artefact', 'open_artefact', 'run_stage']
 
 # %% ../../nbs/04d_stage.ipynb #240ace2c
 @dataclass
@@ -193,9 +194,153 @@ def uses_demo_data(a) -> bool:
     f = STAGES[a.stage].data_file
     return bool(f and a.data_path and demo_data(f) and Path(a.data_path).resolve() == Path(demo_data(f)).resolve())
 
-# %% ../../nbs/04d_stage.ipynb #f435a99a
+# %% ../../nbs/04d_stage.ipynb #28e43eb4
+ARTEFACTS_ENV, FRESH_ENV = "MINILLM_ARTEFACTS", "MINILLM_ARTEFACTS_FRESH"
+NOT_IN_KEY = {"stage", "out_dir", "save_name", "progress", "cache_dir", "num_proc", "sample_questions", "init_from",
+              "init_ckpt", "use_wandb", "wandb_project", "saved"}
+"Flags that never change what a stage trains (where it goes, how it is shown, where token caches live)."
+
+def _pkg() -> Path: return Path(str(resources.files("minillm"))).resolve()
+
+def _digest(path) -> str:
+    "sha256 of a file's bytes, or of a folder's files (names and bytes; a checkpoint's `resume.pt` left out)."
+    h, p = hashlib.sha256(), Path(path)
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file() and q.name != "resume.pt")
+    for f in files:
+        h.update(f.relative_to(p).as_posix().encode() if f != p else b"")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""): h.update(chunk)
+    return h.hexdigest()
+
+def _flag_value(v):
+    "A flag as it enters the key: an existing file or folder by its contents, anything else as written."
+    if isinstance(v, (str, Path)) and str(v):
+        try:
+            p = Path(v).expanduser()
+            if p.exists(): return "sha256:" + _digest(p)
+        except OSError: pass
+    return v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+
+def _fn_id(fn):
+    ("A stage's `make_data`/`make_model` as it enters the key: the sha256 of its source and the values it closes over "
+     "(a notebook's own function counts as the same code as the module's). LookupError when its source is not found.")
+    if fn is None: return None
+    try: src = inspect.getsource(fn)
+    except (OSError, TypeError): raise LookupError(f"no source for {fn!r}") from None
+    cells = [c.cell_contents for c in (getattr(fn, "__closure__", None) or ())]
+    return [hashlib.sha256(src.encode()).hexdigest()] + [_fn_id(c) if callable(c) else repr(c) for c in cells]
+
+def artefact_key(a: argparse.Namespace, device: str, fns=()) -> dict:
+    ("Everything but the package's modules that makes a stage run's output what it is: flags, inputs, the stage's "
+     "functions `fns`, the platform (the modules are checked by manifest).")
+    from minillm.perf import dtype_name, resolve_dtype
+    return dict(stage=a.stage, fns=[_fn_id(f) for f in fns],
+                flags={k: _flag_value(v) for k, v in sorted(vars(a).items()) if k not in NOT_IN_KEY},
+                init=_digest(a.init_ckpt) if getattr(a, "init_ckpt", None) else None,
+                assets=_digest(_pkg() / "assets"), torch=torch.__version__, device=str(device),
+                dtype=dtype_name(resolve_dtype(a.dtype, str(device), log=False)))
+
+# %% ../../nbs/04d_stage.ipynb #62dcecb0
+def _code_manifest(stage: str) -> dict:
+    "sha256 of every MiniLLM module imported so far (and the stage's own), by path inside the package."
+    root = _pkg()
+    files = {root / "train" / f"{stage}.py"}
+    for name, m in list(sys.modules.items()):
+        f = getattr(m, "__file__", None)
+        if name.split(".")[0] == "minillm" and f and f.endswith(".py"): files.add(Path(f).resolve())
+    return {f.relative_to(root).as_posix(): _digest(f) for f in sorted(files)
+            if f.is_file() and f.is_relative_to(root)}
+
+class _Tee(io.TextIOBase):
+    "Write to `stream` and remember what was written (the training log a hit prints again)."
+    def __init__(self, stream): self.stream, self.buf = stream, io.StringIO()
+    def write(self, s): self.buf.write(s); return self.stream.write(s)
+    def flush(self): self.stream.flush()
+    def __getattr__(self, k): return getattr(self.stream, k)
+
+def _locked(path: Path):
+    f = open(path, "w")
+    try:
+        import fcntl; fcntl.flock(f, fcntl.LOCK_EX)       # parallel runs of one key: the second waits for the first
+    except ImportError: pass                                # (no fcntl on Windows: no lock)
+    return f
+
+# %% ../../nbs/04d_stage.ipynb #383b6fb3
+class Artefact:
+    "The cache entry of one stage run, held under its lock from lookup to `close()`: `hit` when it can be reused."
+    def __init__(self, root, key: dict):
+        self.root, self.stage = Path(root).expanduser(), key["stage"]
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        self.dir, self._lock = self.root / self.id, _locked(self.root / f"{self.id}.lock")
+        try: self.meta = json.loads((self.dir / "meta.json").read_text())
+        except (OSError, ValueError): self.meta = None
+        fresh = self.stage in os.environ.get(FRESH_ENV, "").replace(" ", "").split(",")
+        self.hit = (self.meta is not None and not fresh
+                    and all((_pkg() / f).is_file() and _digest(_pkg() / f) == h for f, h in self.meta["code"].items()))
+
+    def restore(self, a: argparse.Namespace) -> Path:
+        "Copy the stored output to `<out_dir>/<save_name>` and print the log its training printed."
+        dest = Path(a.out_dir).expanduser() / a.save_name
+        tmp = dest.with_name(dest.name + ".restoring")
+        shutil.rmtree(tmp, ignore_errors=True); shutil.copytree(self.dir / "output", tmp)
+        if dest.exists(): shutil.rmtree(dest)
+        tmp.rename(dest)
+        sys.stdout.write((self.dir / "log.txt").read_text().replace(self.meta["out_dir"], str(a.out_dir)))
+        print(f"[{self.stage}] reused cached artefact {self.id} ({ARTEFACTS_ENV}): the same code, data and flags "
+              "trained it")
+        return dest
+
+    def store(self, a: argparse.Namespace, log: str):
+        "Keep `a.saved`, its training log and the code manifest under this key (replacing an outdated entry)."
+        tmp = self.root / f"{self.id}.storing"
+        shutil.rmtree(tmp, ignore_errors=True); shutil.copytree(a.saved, tmp / "output")
+        (tmp / "log.txt").write_text(log)
+        (tmp / "meta.json").write_text(json.dumps(dict(stage=self.stage, out_dir=str(a.out_dir),
+                                                      code=_code_manifest(self.stage)), indent=1))
+        if self.dir.exists(): shutil.rmtree(self.dir)
+        tmp.rename(self.dir)
+
+    def close(self): self._lock.close()
+
+def open_artefact(a: argparse.Namespace, device: str, fns=()) -> Artefact | None:
+    ("The cache entry of this run when `MINILLM_ARTEFACTS` names a folder (never for --ddp or --resume runs, nor when "
+     "a stage function's source cannot be read).")
+    root = os.environ.get(ARTEFACTS_ENV, "")
+    if not root or a.ddp or getattr(a, "resume", False): return None
+    try: return Artefact(root, artefact_key(a, device, fns))
+    except LookupError: return None
+
+# %% ../../nbs/04d_stage.ipynb #be2c01c4
 STOPPED = 128                      # exit code = 128 + signal number, as shells report it
 
+def _train(a, s: Stage, ckpt, make_data: Callable, make_model: Callable, tokenizer_ckpt: Callable | None) -> int:
+    "Train one stage run and save it; the exit code (0, or 128 + the signal that stopped it)."
+    d, device = init_distributed(a.ddp, resolve_device(a.device))
+    tok = stage_tokenizer(a, ckpt if ckpt is not None else (tokenizer_ckpt(a) if tokenizer_ckpt else None))
+    train, evald, collate = make_data(a, tok, d)
+    torch.manual_seed(a.seed)                 # the initial weights depend on --seed only (same on every rank/run)
+    made = make_model(a, tok)
+    tr = Trainer(made.model, train_args_from(a), train, evald, made.loss, collate, dist_info=d, device=device,
+                 frozen_models=made.frozen, export_fn=made.export, tokenizer=tok)
+    if d.main:
+        n = sum(p.numel() for p in made.model.parameters() if p.requires_grad)
+        src = f" from {ckpt} (shape and tokenizer taken from it)" if ckpt else ""
+        print(f"[{s.name}] {n / 1e6:.2f}M trainable parameters{src}, {len(train)} examples, {tr.total_steps} steps "
+              f"x {a.batch_size * a.accumulation_steps * d.world} per step; {tr.header()}")
+    tr.fit()
+    a.saved = Path(a.out_dir) / a.save_name
+    code = STOPPED + tr._stop_signal if tr.interrupted else 0
+    if d.main:
+        if code:
+            print(f"[{s.name}] interrupted: resume with  {shlex.join([s.prog, *sys.argv[1:], '--resume'])}",
+                  file=sys.stderr)
+        else: print(f"[{s.name}] saved {a.saved}")
+    del tr, made
+    shutdown_distributed()
+    return code
+
+# %% ../../nbs/04d_stage.ipynb #1c4fd15c
 def run_stage(a: argparse.Namespace, make_data: Callable, make_model: Callable,
               tokenizer_ckpt: Callable | None = None) -> int:
     """The `main` of every stage. `make_data(a, tok, dist) -> (train, eval, collate)`;
@@ -204,38 +349,25 @@ def run_stage(a: argparse.Namespace, make_data: Callable, make_model: Callable,
     Saves `<out_dir>/<prefix>_<dim>[_moe]`; sets `a.saved` to that folder."""
     from minillm.data import DataError
     from minillm.tokenizer import TokenizerNotFoundError
-    s, d = STAGES[a.stage], Dist()
+    s, cache = STAGES[a.stage], None
     try:
         if not a.data_path: raise ValueError("--data_path is required (no demo data found next to the package)")
-        ckpt = resolve_model_args(a)
-        a.init_ckpt = ckpt
+        a.init_ckpt = ckpt = resolve_model_args(a)
         fields = {k: v for k, v in vars(a).items() if k not in ("stage", "dim", "use_moe")}
         if a.save_name == "model": a.save_name = checkpoint_name(s, a.dim, a.use_moe, **fields)
         elif "{dim}" in a.save_name: a.save_name = a.save_name.format(dim=a.dim)
-        d, device = init_distributed(a.ddp, resolve_device(a.device))
-        tok = stage_tokenizer(a, ckpt if ckpt is not None else (tokenizer_ckpt(a) if tokenizer_ckpt else None))
-        train, evald, collate = make_data(a, tok, d)
-        torch.manual_seed(a.seed)                 # the initial weights depend on --seed only (same on every rank/run)
-        made = make_model(a, tok)
-        tr = Trainer(made.model, train_args_from(a), train, evald, made.loss, collate, dist_info=d, device=device,
-                     frozen_models=made.frozen, export_fn=made.export, tokenizer=tok)
-        if d.main:
-            n = sum(p.numel() for p in made.model.parameters() if p.requires_grad)
-            src = f" from {ckpt} (shape and tokenizer taken from it)" if ckpt else ""
-            print(f"[{s.name}] {n / 1e6:.2f}M trainable parameters{src}, {len(train)} examples, {tr.total_steps} steps "
-                  f"x {a.batch_size * a.accumulation_steps * d.world} per step; {tr.header()}")
-        tr.fit()
-        a.saved = Path(a.out_dir) / a.save_name
-        code = STOPPED + tr._stop_signal if tr.interrupted else 0
-        if d.main:
-            if code:
-                print(f"[{s.name}] interrupted: resume with  {shlex.join([s.prog, *sys.argv[1:], '--resume'])}",
-                      file=sys.stderr)
-            else: print(f"[{s.name}] saved {a.saved}")
-        del tr, made
-        shutdown_distributed()
+        cache = open_artefact(a, resolve_device(a.device), (make_data, make_model, tokenizer_ckpt))
+        if cache is not None and cache.hit:
+            a.saved = cache.restore(a); return 0
+        out = sys.stdout = _Tee(sys.stdout) if cache is not None else sys.stdout
+        try: code = _train(a, s, ckpt, make_data, make_model, tokenizer_ckpt)
+        finally:
+            if cache is not None: sys.stdout = out.stream
+        if cache is not None and code == 0: cache.store(a, out.buf.getvalue())
         return code
     except (DataError, FileNotFoundError, ValueError, TokenizerNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
         return 2
+    finally:
+        if cache is not None: cache.close()
