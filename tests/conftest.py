@@ -16,6 +16,9 @@ def run_slow() -> bool:
     return os.environ.get("MINILLM_SLOW", "") not in ("", "0")
 
 def pytest_collection_modifyitems(config, items):
+    # under pytest-xdist (`--dist loadgroup`) the notebooks run in one worker, in chapter order: they share out/demo
+    for item in items:
+        if item.path.name == "test_notebooks.py": item.add_marker(pytest.mark.xdist_group("notebooks"))
     if run_slow(): return
     skip = pytest.mark.skip(reason="slow: set MINILLM_SLOW=1 or pass --slow to tools/test.sh")
     for item in items:

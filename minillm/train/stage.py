@@ -221,12 +221,17 @@ def _flag_value(v):
         except OSError: pass
     return v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
 
+def _package_sources() -> str:
+    return "\n".join(f.read_text() for f in sorted(_pkg().rglob("*.py")))
+
 def _fn_id(fn):
-    ("A stage's `make_data`/`make_model` as it enters the key: the sha256 of its source and the values it closes over "
-     "(a notebook's own function counts as the same code as the module's). LookupError when its source is not found.")
+    ("A stage's `make_data`/`make_model` as it enters the key: the sha256 of its source and the values it closes over. "
+     "LookupError (no caching) unless its source is the package's: a notebook's copy of an exported function counts, "
+     "a function of the notebook's own (one that records what happens during training, say) does not.")
     if fn is None: return None
     try: src = inspect.getsource(fn)
     except (OSError, TypeError): raise LookupError(f"no source for {fn!r}") from None
+    if src not in _package_sources(): raise LookupError(f"{fn!r} is not MiniLLM's code")
     cells = [c.cell_contents for c in (getattr(fn, "__closure__", None) or ())]
     return [hashlib.sha256(src.encode()).hexdigest()] + [_fn_id(c) if callable(c) else repr(c) for c in cells]
 
